@@ -1,0 +1,1 @@
+"""CDP reference database: schema and deterministic data generator (see generate.py)."""

@@ -1,0 +1,115 @@
+"""Phase 1 of the plan: assess the source and print the copy plan."""
+
+import json
+import os
+import time
+
+from . import catalog as catalog_module
+from . import planner, preflight
+from .connection import connect, describe, friendly_connect_error
+from .progress import human_bytes, human_seconds
+
+
+def assess(source, target=None, documented_order=None, workers=4, split_tables_larger_than=1 << 30,
+           schema_mode="copy", artifacts_dir=None, exclude_schemas=(), include_schemas=(),
+           throughput_bytes_per_second=planner.DEFAULT_THROUGHPUT_BYTES_PER_SECOND):
+    try:
+        conn = connect(source, application_name="pgmigrate assess")
+    except Exception as error:  # noqa: BLE001 - turned into an explanatory message
+        raise preflight.PreflightError(friendly_connect_error(error, source, "migration_source")) from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        catalog = catalog_module.read_catalog(conn, exclude_schemas, include_schemas)
+        stats = catalog_module.read_pg_stats(conn, exclude_schemas)
+        source_identity = preflight.server_identity(conn)
+    finally:
+        conn.close()
+    target_report = None
+    if target:
+        try:
+            tconn = connect(target, application_name="pgmigrate assess")
+        except Exception as error:  # noqa: BLE001
+            raise preflight.PreflightError(friendly_connect_error(error, target, "migration_target")) from None
+        try:
+            target_identity = preflight.server_identity(tconn)
+            preflight.check_not_same(source_identity, target_identity, source, target)
+            preflight.check_versions(source_identity, target_identity)
+            target_report = {
+                "server_version_num": target_identity["server_version_num"],
+                "missing_extensions": preflight.missing_extensions(tconn, catalog["extensions"]),
+                "existing_tables": preflight.existing_user_tables(tconn, catalog["schemas"]),
+            }
+        finally:
+            tconn.close()
+
+    plan = planner.build_plan(catalog, workers=workers, split_tables_larger_than=split_tables_larger_than,
+                              throughput_bytes_per_second=throughput_bytes_per_second,
+                              split_self_referencing=schema_mode == "copy")
+    notes = planner.handling_notes(plan, schema_mode)
+    findings = planner.compare_with_documented_order(plan, documented_order) if documented_order else []
+    report = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source": describe(source),
+        "server_version": catalog["server_version"],
+        "database_bytes": catalog["database_bytes"],
+        "schemas": catalog["schemas"],
+        "extensions": catalog["extensions"],
+        "plan": plan,
+        "handling": notes,
+        "documented_order_findings": findings,
+        "sequences": catalog["sequences"],
+        "foreign_keys": catalog["foreign_keys"],
+        "views": catalog["views"],
+        "tables": catalog["tables"],
+        "pg_stats": stats,
+        "target": target_report,
+    }
+    report["lines"] = plan_lines(report, schema_mode)
+    if artifacts_dir:
+        os.makedirs(artifacts_dir, exist_ok=True)
+        path = os.path.join(artifacts_dir, "assessment.json")
+        with open(path, "w") as handle:
+            json.dump(report, handle, indent=1, default=str)
+        with open(os.path.join(artifacts_dir, "assessment.txt"), "w") as handle:
+            handle.write("\n".join(report["lines"]) + "\n")
+        report["report_file"] = path
+    return report
+
+
+def plan_lines(report, schema_mode):
+    plan = report["plan"]
+    tables = {t["table"]: t for t in plan["tables"]}
+    lines = [
+        f"Source {report['source']}: PostgreSQL {report['server_version']}, "
+        f"{human_bytes(report['database_bytes'])}, {len(plan['tables'])} tables in "
+        f"{len(report['schemas'])} schema(s), {len(report['foreign_keys'])} foreign keys, "
+        f"{len(report['sequences'])} sequences, extensions: "
+        + (", ".join(f"{e['name']} {e['version']}" for e in report["extensions"]) or "none"),
+        f"Estimated copy: {human_bytes(plan['total_bytes'])}, ~{plan['total_rows']:,} rows, "
+        f"about {human_seconds(plan['estimated_seconds'])} of streaming",
+    ]
+    if schema_mode == "copy":
+        lines.append("Schema mode copy: foreign keys are created after the load, so all tables copy in parallel, "
+                     "largest first; the levels below are the order with foreign keys in force.")
+    for i, level in enumerate(plan["levels"]):
+        entries = []
+        for name in level:
+            table = tables.get(name)
+            if table is None:
+                entries.append(f"{name} (partitioned)")
+                continue
+            parts = len(table["parts"])
+            entries.append(f"{name} {human_bytes(table['total_bytes'])}" + (f" in {parts} parts" if parts > 1 else ""))
+        lines.append(f"Level {i}: " + ", ".join(entries))
+    lines.extend(f"Handling: {note}" for note in report["handling"])
+    if report["documented_order_findings"]:
+        lines.append(f"The documented order is wrong in {len(report['documented_order_findings'])} place(s):")
+        lines.extend(f"  - {f['message']}" for f in report["documented_order_findings"])
+    target = report.get("target")
+    if target:
+        if target["missing_extensions"]:
+            lines.append("Target lacks extensions: " + ", ".join(target["missing_extensions"]))
+        if target["existing_tables"]:
+            lines.append(f"Target already has {len(target['existing_tables'])} table(s) in the schemas to migrate")
+    return lines

@@ -1,0 +1,264 @@
+"""Read what the migration needs to know from a database's catalog.
+
+Everything is read from pg_catalog so it works for any database: several schemas, quoted and
+mixed-case names, partitioned tables, generated and identity columns, sequences shared by several
+tables or living in other schemas, foreign keys (including cycles and self-references).
+"""
+
+from psycopg2 import sql
+
+# Schemas never migrated: PostgreSQL's own, and the tool's own state schema.
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+STATE_SCHEMA = "_pgmigrate"
+FIRST_NORMAL_OID = 16384
+
+TABLES_QUERY = """
+SELECT c.oid, n.nspname, c.relname, c.relkind, c.relispartition,
+       format('%%I.%%I', n.nspname, c.relname) AS qualname,
+       CASE WHEN c.relispartition THEN (
+           SELECT format('%%I.%%I', pn.nspname, pc.relname)
+           FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
+           JOIN pg_namespace pn ON pn.oid = pc.relnamespace WHERE i.inhrelid = c.oid) END AS parent,
+       pg_table_size(c.oid) AS table_bytes,
+       pg_total_relation_size(c.oid) AS total_bytes,
+       pg_relation_size(c.oid) AS heap_bytes,
+       current_setting('block_size')::int AS block_size,
+       c.reltuples::bigint AS row_estimate,
+       c.relrowsecurity, c.relforcerowsecurity,
+       c.relpersistence,
+       EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal) AS has_user_triggers
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p')
+  AND n.nspname NOT IN %(excluded)s AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast%%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
+ORDER BY n.nspname, c.relname
+"""
+
+COLUMNS_QUERY = """
+SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
+       a.attgenerated <> '' AS generated, a.attidentity, pg_get_expr(d.adbin, d.adrelid) AS default_expr,
+       t.oid AS type_oid, t.typtype, t.typcategory, t.typelem, t.typbasetype,
+       CASE WHEN t.typelem <> 0 THEN (SELECT e.typtype FROM pg_type e WHERE e.oid = t.typelem) END AS elem_typtype
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = ANY(%(oids)s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
+"""
+
+KEYS_QUERY = """
+SELECT con.conrelid, con.conname, con.contype,
+       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.ord) AS columns
+FROM pg_constraint con
+WHERE con.contype IN ('p', 'u') AND con.conrelid = ANY(%(oids)s)
+ORDER BY con.conrelid, con.contype, con.conname
+"""
+
+FOREIGN_KEYS_QUERY = """
+SELECT con.conname, con.conrelid, con.confrelid,
+       format('%%I.%%I', n.nspname, c.relname) AS child, format('%%I.%%I', fn.nspname, fc.relname) AS parent,
+       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum ORDER BY k.ord) AS columns,
+       ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum ORDER BY k.ord)
+         AS parent_columns,
+       con.condeferrable, con.convalidated, pg_get_constraintdef(con.oid) AS definition,
+       con.conparentid <> 0 AS inherited
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class fc ON fc.oid = con.confrelid JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+WHERE con.contype = 'f' AND n.nspname NOT IN %(excluded)s
+ORDER BY child, con.conname
+"""
+
+# Every sequence with the columns it feeds: through a column default (nextval), an identity
+# column, or OWNED BY. A sequence may feed several tables, in other schemas than its own.
+SEQUENCES_QUERY = """
+SELECT s.oid, format('%%I.%%I', n.nspname, s.relname) AS qualname, n.nspname, s.relname,
+       sq.seqincrement, sq.seqmin, sq.seqmax,
+       COALESCE((
+         SELECT json_agg(DISTINCT jsonb_build_object(
+                  'table', format('%%I.%%I', tn.nspname, tc.relname), 'column', a.attname))
+         FROM pg_depend d
+         LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+         JOIN pg_class tc ON tc.oid = COALESCE(ad.adrelid, CASE WHEN d.classid = 'pg_class'::regclass
+                                                               THEN d.refobjid END)
+         JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+         JOIN pg_attribute a ON a.attrelid = tc.oid
+              AND a.attnum = COALESCE(ad.adnum, CASE WHEN d.classid = 'pg_class'::regclass
+                                                    THEN d.refobjsubid END)
+         WHERE (d.classid = 'pg_attrdef'::regclass AND d.refobjid = s.oid)
+            OR (d.classid = 'pg_class'::regclass AND d.objid = s.oid AND d.deptype IN ('a', 'i')
+                AND d.refobjsubid > 0)
+       ), '[]'::json) AS feeds
+FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace JOIN pg_sequence sq ON sq.seqrelid = s.oid
+WHERE s.relkind = 'S' AND n.nspname NOT IN %(excluded)s
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = s.oid
+                  AND d.deptype = 'e')
+ORDER BY qualname
+"""
+
+EXTENSIONS_QUERY = """
+SELECT e.extname, e.extversion, n.nspname AS schema
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace ORDER BY e.extname
+"""
+
+VIEWS_QUERY = """
+SELECT format('%%I.%%I', n.nspname, c.relname) AS qualname, c.relkind, c.relispopulated, c.oid
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN %(excluded)s
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
+ORDER BY c.oid
+"""
+
+INDEXES_QUERY = """
+SELECT format('%%I.%%I', n.nspname, ic.relname) AS qualname, n.nspname, ic.relname,
+       format('%%I.%%I', tn.nspname, tc.relname) AS table, i.indisvalid, i.indisprimary, i.indisunique
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace
+JOIN pg_class tc ON tc.oid = i.indrelid JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+WHERE tn.nspname NOT IN %(excluded)s
+ORDER BY qualname
+"""
+
+# The plan's phase 1 query: per-column statistics of the application's schema.
+PG_STATS_QUERY = """
+SELECT schemaname, tablename, attname, n_distinct, null_frac, avg_width
+FROM pg_stats WHERE schemaname NOT IN %(excluded)s
+ORDER BY schemaname, tablename, attname
+"""
+
+
+def excluded_schemas(extra=()):
+    return tuple(SYSTEM_SCHEMAS) + (STATE_SCHEMA,) + tuple(extra)
+
+
+def _binary_copy_safe(columns):
+    """COPY's binary format embeds type OIDs for arrays and composites: those of user-defined
+    types differ between two servers, so such tables travel in text format."""
+    for column in columns:
+        if column["typtype"] == "c" and column["type_oid"] >= FIRST_NORMAL_OID:
+            return False
+        if column["typelem"] and column["typcategory"] == "A" and (
+            column["typelem"] >= FIRST_NORMAL_OID or column["elem_typtype"] in ("c", "d", "e")
+        ):
+            return False
+        if column["type_oid"] >= FIRST_NORMAL_OID and column["typtype"] not in ("e", "d", "b"):
+            return False
+        if column["typtype"] == "d" and column["typbasetype"] >= FIRST_NORMAL_OID:
+            return False
+    return True
+
+
+def read_catalog(conn, exclude_schemas=(), include_schemas=()):
+    """Return a JSON-serialisable description of the database behind conn."""
+    params = {"excluded": excluded_schemas(exclude_schemas)}
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT current_database(), current_setting('server_version_num')::int, "
+            "current_setting('server_version'), pg_database_size(current_database())"
+        )
+        database, version_num, version, database_bytes = cur.fetchone()
+
+        cur.execute(TABLES_QUERY, params)
+        tables = {}
+        for row in cur.fetchall():
+            (oid, schema, name, relkind, is_partition, qualname, parent, table_bytes, total_bytes, heap_bytes,
+             block_size, row_estimate, rls, force_rls, persistence, has_triggers) = row
+            if include_schemas and schema not in include_schemas:
+                continue
+            tables[oid] = {
+                "oid": oid, "schema": schema, "name": name, "qualname": qualname,
+                "partitioned": relkind == "p", "is_partition": is_partition, "parent": parent,
+                "table_bytes": table_bytes, "total_bytes": total_bytes, "heap_bytes": heap_bytes,
+                "pages": heap_bytes // block_size, "row_estimate": max(row_estimate, 0),
+                "row_security": rls, "force_row_security": force_rls, "unlogged": persistence == "u",
+                "has_user_triggers": has_triggers, "columns": [], "primary_key": None, "unique_keys": [],
+            }
+        oids = list(tables)
+
+        cur.execute(COLUMNS_QUERY, {"oids": oids})
+        for (relid, name, type_, notnull, generated, identity, default, type_oid, typtype, typcategory,
+             typelem, typbasetype, elem_typtype) in cur.fetchall():
+            tables[relid]["columns"].append({
+                "name": name, "type": type_, "not_null": notnull, "generated": generated,
+                "identity": {"a": "always", "d": "by default"}.get(identity), "default": default,
+                "type_oid": type_oid, "typtype": typtype, "typcategory": typcategory, "typelem": typelem,
+                "typbasetype": typbasetype, "elem_typtype": elem_typtype,
+            })
+
+        cur.execute(KEYS_QUERY, {"oids": oids})
+        for relid, conname, contype, columns in cur.fetchall():
+            if contype == "p":
+                tables[relid]["primary_key"] = {"name": conname, "columns": list(columns)}
+            else:
+                tables[relid]["unique_keys"].append({"name": conname, "columns": list(columns)})
+
+        for table in tables.values():
+            table["copy_columns"] = [c["name"] for c in table["columns"] if not c["generated"]]
+            table["generated_columns"] = [c["name"] for c in table["columns"] if c["generated"]]
+            table["binary_copy"] = _binary_copy_safe(table["columns"])
+
+        cur.execute(FOREIGN_KEYS_QUERY, params)
+        foreign_keys = []
+        for (name, child_oid, parent_oid, child, parent, columns, parent_columns, deferrable, validated,
+             definition, inherited) in cur.fetchall():
+            if child_oid not in tables:
+                continue
+            foreign_keys.append({
+                "name": name, "child": child, "parent": parent, "columns": list(columns),
+                "parent_columns": list(parent_columns), "deferrable": deferrable, "validated": validated,
+                "definition": definition, "self_reference": child_oid == parent_oid, "inherited": inherited,
+            })
+
+        cur.execute(SEQUENCES_QUERY, params)
+        sequences = []
+        for _oid, qualname, schema, name, increment, minimum, maximum, feeds in cur.fetchall():
+            sequences.append({
+                "qualname": qualname, "schema": schema, "name": name, "increment": increment,
+                "min": minimum, "max": maximum, "feeds": sorted(feeds, key=lambda f: (f["table"], f["column"])),
+            })
+        for sequence in sequences:
+            cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
+                sql.Identifier(sequence["schema"], sequence["name"])))
+            sequence["last_value"], sequence["is_called"] = cur.fetchone()
+
+        cur.execute(EXTENSIONS_QUERY)
+        extensions = [{"name": n, "version": v, "schema": s} for n, v, s in cur.fetchall()]
+
+        cur.execute(VIEWS_QUERY, params)
+        views = [{"qualname": q, "materialized": k == "m", "populated": p} for q, k, p, _ in cur.fetchall()]
+
+        cur.execute(INDEXES_QUERY, params)
+        indexes = [
+            {"qualname": q, "schema": s, "name": n, "table": t, "valid": v, "primary": p, "unique": u}
+            for q, s, n, t, v, p, u in cur.fetchall()
+        ]
+
+    table_list = sorted(tables.values(), key=lambda t: t["qualname"])
+    return {
+        "database": database,
+        "server_version_num": version_num,
+        "server_version": version,
+        "database_bytes": database_bytes,
+        "schemas": sorted({t["schema"] for t in table_list}),
+        "tables": table_list,
+        "foreign_keys": foreign_keys,
+        "sequences": sequences,
+        "extensions": extensions,
+        "views": views,
+        "indexes": indexes,
+    }
+
+
+def read_pg_stats(conn, exclude_schemas=()):
+    """The plan's phase 1 query (per-column n_distinct, null_frac, avg_width)."""
+    with conn.cursor() as cur:
+        cur.execute(PG_STATS_QUERY, {"excluded": excluded_schemas(exclude_schemas)})
+        return [
+            {"schema": s, "table": t, "column": c, "n_distinct": float(nd) if nd is not None else None,
+             "null_frac": float(nf) if nf is not None else None, "avg_width": aw}
+            for s, t, c, nd, nf, aw in cur.fetchall()
+        ]

@@ -1,0 +1,970 @@
+"""The migration engine: schema, data, post-data, sequences, materialized views.
+
+Data path (chosen by measurement, see benchmarks/README.md): for each table part a `psql` process
+runs `COPY (...) TO STDOUT` on the source inside the run's exported snapshot; the worker thread
+reads its output through an OS pipe in 1 MB chunks and feeds it to `COPY ... FROM STDIN` on a
+psycopg2 connection to the target. No intermediate files. The target transaction is
+TRUNCATE (whole tables) + COPY (FREEZE where allowed) + a "done" record in the run's state, and it
+commits only after the source side has exited successfully: a part is either complete and
+recorded, or not there at all, whatever is killed and when.
+"""
+
+import fcntl
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+import traceback
+import uuid
+
+import psycopg2
+from psycopg2 import errors as pg_errors
+from psycopg2 import sql
+
+from . import catalog as catalog_module
+from . import planner, preflight, schema, state
+from .connection import connect, describe, friendly_connect_error, libpq_environment
+from .progress import Progress
+
+PIPE_SIZE = 1 << 20
+CHUNK_SIZE = 1 << 20
+F_SETPIPE_SZ = 1031
+RETRYABLE = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    pg_errors.LockNotAvailable,
+    pg_errors.DeadlockDetected,
+    pg_errors.SerializationFailure,
+    pg_errors.AdminShutdown,
+    pg_errors.CrashShutdown,
+    pg_errors.CannotConnectNow,
+)
+
+DEFAULTS = {
+    "schema_mode": "copy",
+    "workers": 4,
+    "split_tables_larger_than": 1 << 30,
+    "source_frozen": False,
+    "overwrite": False,
+    "restart": False,
+    "artifacts_dir": "artifacts",
+    "progress_file": None,
+    "exclude_schemas": [],
+    "include_schemas": [],
+    "no_owner": True,
+    "no_privileges": True,
+    "analyze": True,
+    "retries": 3,
+    "lock_timeout": "60s",
+    "maintenance_work_mem": "512MB",
+    "target_is_production": False,
+    "confirm_target": "",
+    "check_mode": False,
+    "stop_when_process_exits": None,
+    "run_lock_wait_seconds": 120,
+}
+
+# Advisory lock key on the target: one migration run at a time per target database.
+RUN_LOCK_KEY = 0x70676D6967
+
+
+class MigrationError(Exception):
+    """A failure that stops the run; the message names what failed and how to go on."""
+
+
+class SourceStreamError(Exception):
+    pass
+
+
+def describe_identity(identity):
+    return f"database {identity.get('database')} at {identity.get('address')}:{identity.get('port')}"
+
+
+def _quote_columns(columns):
+    return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+
+
+class Engine:
+    def __init__(self, source, target, **options):
+        unknown = set(options) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown options: {sorted(unknown)}")
+        self.source = source
+        self.target = target
+        self.options = {**DEFAULTS, **options}
+        preflight.check_options(self.options)
+        self.run_id = None
+        self.run_dir = None
+        self.progress = None
+        self.snapshot_conn = None
+        self.snapshot_id = None
+        self.catalog = None
+        self.plan = None
+        self.done = {}
+        self.results = {}
+        self.errors = []
+        self.warnings = []
+        self.events = []
+        self.resumed = False
+        self.abort = threading.Event()
+        self.timings = {}
+        self.lock = threading.Lock()
+        self.post_settings = ""
+        self.replication_role = False
+        self.lock_conn = None
+
+    # ------------------------------------------------------------------ connections ----------
+    def _connect(self, which, autocommit=False, application_name="pgmigrate"):
+        params = self.source if which == "source" else self.target
+        try:
+            return connect(params, application_name=application_name, autocommit=autocommit,
+                           lock_timeout=self.options["lock_timeout"] if which == "target" else None)
+        except psycopg2.Error as error:
+            raise preflight.PreflightError(friendly_connect_error(error, params, f"migration_{which}")) from None
+
+    def _event(self, text):
+        self.events.append(f"{time.strftime('%H:%M:%S')} {text}")
+        if self.progress:
+            self.progress._log(text)
+
+    # ------------------------------------------------------------------ entry point ----------
+    def run(self):
+        started = time.monotonic()
+        opts = self.options
+        source_conn = self._connect("source")
+        target_conn = self._connect("target")
+        try:
+            source_identity = preflight.server_identity(source_conn)
+            target_identity = preflight.server_identity(target_conn)
+            source_conn.rollback()
+            target_conn.rollback()
+            preflight.check_not_same(source_identity, target_identity, self.source, self.target)
+            preflight.check_versions(source_identity, target_identity)
+            preflight.check_production_confirmation(self.target, opts["target_is_production"], opts["confirm_target"])
+            source_conn.close()
+
+            if not opts["check_mode"]:
+                self._acquire_run_lock()
+            self._watch_controller()
+            unfinished = state.unfinished_run(target_conn)
+            target_conn.rollback()
+            key = {k: source_identity.get(k) for k in ("system_identifier", "database", "address", "port",
+                                                       "database_oid")}
+            if unfinished and unfinished["source_identity"] != key and not opts["restart"]:
+                raise preflight.PreflightError(
+                    f"The target holds an unfinished migration run {unfinished['run_id']} from another source "
+                    f"({describe_identity(unfinished['source_identity'])}). Finish it with that source, or pass "
+                    "migration_restart=true (with migration_target_overwrite=true) to discard it."
+                )
+            if unfinished and unfinished["schema_mode"] != opts["schema_mode"] and not opts["restart"]:
+                raise preflight.PreflightError(
+                    f"The target holds an unfinished run {unfinished['run_id']} in schema mode "
+                    f"'{unfinished['schema_mode']}', not '{opts['schema_mode']}': rerun with that mode, or "
+                    "migration_restart=true to discard it."
+                )
+            if unfinished and opts["restart"]:
+                if not opts["overwrite"]:
+                    raise preflight.PreflightError(
+                        "migration_restart=true discards a partly copied target: also set "
+                        "migration_target_overwrite=true to confirm that its tables may be replaced.")
+                if not opts["check_mode"]:
+                    state.drop_state(target_conn)
+                unfinished = None
+
+            self._open_snapshot()
+            self.catalog = catalog_module.read_catalog(
+                self.snapshot_conn, opts["exclude_schemas"], opts["include_schemas"])
+            preflight.check_extensions(target_conn, self.catalog, self.target)
+            self.binary_ok = source_identity["encoding"] == target_identity["encoding"]
+            self.plan = planner.build_plan(
+                self.catalog, workers=opts["workers"], split_tables_larger_than=opts["split_tables_larger_than"],
+                split_self_referencing=opts["schema_mode"] == "copy")
+            if opts["schema_mode"] == "existing":
+                self._prepare_existing_checks(target_conn)
+
+            if unfinished:
+                self.run_id = unfinished["run_id"]
+                self.resumed = True
+            else:
+                self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+                completed = self._completed_record(key, target_identity)
+                if completed and not opts["overwrite"]:
+                    # A run that completed just before its playbook was killed: nothing left to do.
+                    self.run_id = completed["run_id"]
+                    self._event(f"run {completed['run_id']} already completed this copy at {completed['finished_at']}")
+                    summary = self._summary("already complete", started)
+                    summary["completed_run"] = completed
+                    return summary
+                self._check_target_empty(target_conn)
+
+            if opts["check_mode"]:
+                return self._summary("check", started)
+
+            self.run_dir = os.path.join(opts["artifacts_dir"], "runs", self.run_id)
+            os.makedirs(self.run_dir, exist_ok=True)
+            self.progress = Progress(
+                opts["progress_file"] or os.path.join(self.run_dir, "progress.json"), self.run_id,
+                [(t["table"], t["bytes"], len(t["parts"])) for t in self.plan["tables"]],
+                log_path=os.path.join(self.run_dir, "progress.log"))
+            self.progress.start()
+            with open(os.path.join(self.run_dir, "plan.json"), "w") as handle:
+                json.dump({"plan": self.plan, "catalog": self.catalog}, handle, indent=1, default=str)
+
+            if self.resumed:
+                state.count_attempt(target_conn, self.run_id)
+                self._event(f"resuming unfinished run {self.run_id} (attempt {unfinished['attempts'] + 1})")
+                if not opts["source_frozen"]:
+                    self.warnings.append(
+                        "resumed with a new source snapshot: tables copied by the earlier attempt reflect the "
+                        "source as it was then; freeze the source (maintenance mode) or rely on validation")
+            else:
+                if opts["overwrite"]:
+                    self._clear_target(target_conn)
+                state.create_run(target_conn, self.run_id, key, opts["schema_mode"])
+                self._event(f"started run {self.run_id}")
+            self.done = state.done_steps(target_conn, self.run_id)
+            target_conn.close()
+            target_conn = None
+
+            if opts["schema_mode"] == "copy":
+                self._phase_pre_data()
+            else:
+                self._phase_existing_prepare()
+            self._phase_data_and_indexes()
+            self._phase_post_data()
+            self._phase_sequences()
+            self._phase_materialized_views()
+            if opts["analyze"]:
+                self._phase_analyze()
+            self._close_snapshot()
+            self._phase_sequence_check()
+            summary = self._summary("complete", started)
+            self._write_summary(summary)
+            self._record_completion(key, target_identity)
+            final = self._connect("target")
+            state.drop_state(final)
+            final.close()
+            self.progress.finish("complete", f"{len(self.plan['tables'])} tables in {summary['seconds']}s")
+            return summary
+        except Exception as error:
+            self.abort.set()
+            if self.progress:
+                self.progress.finish("failed", str(error).splitlines()[0] if str(error) else repr(error))
+                summary = self._summary("failed", started)
+                summary["error"] = str(error)
+                self._write_summary(summary)
+            raise
+        finally:
+            self._close_snapshot()
+            if self.lock_conn is not None and not self.lock_conn.closed:
+                self.lock_conn.close()
+            for conn in (source_conn, target_conn):
+                if conn is not None and not conn.closed:
+                    conn.close()
+
+    def _enter_phase(self, phase, message=""):
+        if self.abort.is_set():
+            raise MigrationError(f"stopped before phase {phase}: " + (self.events[-1] if self.events else "aborted"))
+        self.progress.set_phase(phase, message)
+
+    # ------------------------------------------------------------------ completion record ----
+    def _completion_path(self):
+        return os.path.join(self.options["artifacts_dir"], "completed-runs.json")
+
+    @staticmethod
+    def _target_key(target_identity):
+        return "|".join(str(target_identity.get(k)) for k in ("system_identifier", "address", "port", "database",
+                                                               "database_oid"))
+
+    def _completed_record(self, source_key, target_identity):
+        try:
+            with open(self._completion_path()) as handle:
+                records = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        record = records.get(self._target_key(target_identity))
+        if record and record.get("source_identity") == source_key:
+            return record
+        return None
+
+    def _record_completion(self, source_key, target_identity):
+        path = self._completion_path()
+        try:
+            with open(path) as handle:
+                records = json.load(handle)
+        except (OSError, ValueError):
+            records = {}
+        records[self._target_key(target_identity)] = {
+            "run_id": self.run_id, "source_identity": source_key, "target": describe(self.target),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with open(path + ".tmp", "w") as handle:
+            json.dump(records, handle, indent=1)
+        os.replace(path + ".tmp", path)
+
+    # ------------------------------------------------------------------ run lock, watchdog ---
+    def _acquire_run_lock(self):
+        """One run per target at a time: a second run (say, a rerun while a killed playbook's
+        orphaned copy is still stopping) waits for the lock instead of working alongside."""
+        self.lock_conn = self._connect("target", autocommit=True, application_name="pgmigrate run lock")
+        deadline = time.monotonic() + self.options["run_lock_wait_seconds"]
+        with self.lock_conn.cursor() as cur:
+            while True:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK_KEY,))
+                if cur.fetchone()[0]:
+                    return
+                if time.monotonic() > deadline:
+                    cur.execute("SELECT string_agg(pid::text, ', ') FROM pg_locks WHERE locktype = 'advisory' "
+                                "AND objid = %s AND granted", (RUN_LOCK_KEY & 0xFFFFFFFF,))
+                    holders = cur.fetchone()[0]
+                    raise preflight.PreflightError(
+                        f"Another migration run is active on the target {describe(self.target)} (server pid "
+                        f"{holders}); waited {self.options['run_lock_wait_seconds']}s. Wait for it to end, or stop "
+                        "it (pg_terminate_backend of those pids), then rerun: the run resumes where it stopped.")
+                time.sleep(1)
+
+    def _watch_controller(self):
+        """Stop cleanly when the process that started the run (ansible-playbook) is gone, so that a
+        killed playbook does not leave an orphaned copy running beside its rerun."""
+        pid = self.options["stop_when_process_exits"]
+        if not pid:
+            return
+
+        def watch():
+            while not self.abort.is_set():
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    self._event(f"the controlling process {pid} is gone: stopping; a rerun resumes the run")
+                    self.abort.set()
+                    return
+                except PermissionError:
+                    pass
+                time.sleep(1)
+        threading.Thread(target=watch, name="watchdog", daemon=True).start()
+
+    # ------------------------------------------------------------------ snapshot -------------
+    def _open_snapshot(self):
+        self.snapshot_conn = self._connect("source", application_name="pgmigrate snapshot")
+        with self.snapshot_conn.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            if not self.options["source_frozen"]:
+                cur.execute("SELECT pg_export_snapshot()")
+                self.snapshot_id = cur.fetchone()[0]
+
+    def _close_snapshot(self):
+        if self.snapshot_conn is not None and not self.snapshot_conn.closed:
+            try:
+                self.snapshot_conn.rollback()
+            finally:
+                self.snapshot_conn.close()
+
+    # ------------------------------------------------------------------ target checks --------
+    def _check_target_empty(self, target_conn):
+        opts = self.options
+        if opts["schema_mode"] == "copy":
+            present = preflight.existing_user_tables(target_conn, self.catalog["schemas"])
+            if present and not opts["overwrite"]:
+                raise preflight.PreflightError(
+                    f"The target {describe(self.target)} is not empty: {len(present)} table(s) already exist in "
+                    f"the schemas to migrate (e.g. {', '.join(present[:5])}). Nothing was changed. Set "
+                    "migration_target_overwrite=true to replace them, or use migration_schema_mode=existing if the "
+                    "application created the schema.")
+        else:
+            populated = preflight.populated_tables(target_conn, [t["table"] for t in self.plan["tables"]])
+            if populated and not opts["overwrite"]:
+                raise preflight.PreflightError(
+                    f"The target {describe(self.target)} is not empty: {len(populated)} table(s) hold rows "
+                    f"(e.g. {', '.join(populated[:5])}). Nothing was changed. Set migration_target_overwrite=true "
+                    "to truncate and reload them.")
+
+    def _prepare_existing_checks(self, target_conn):
+        missing = []
+        with target_conn.cursor() as cur:
+            for table in self.catalog["tables"]:
+                cur.execute("SELECT to_regclass(%s)", (table["qualname"],))
+                if cur.fetchone()[0] is None:
+                    missing.append(table["qualname"])
+        target_conn.rollback()
+        if missing:
+            raise preflight.PreflightError(
+                f"migration_schema_mode=existing, but the target lacks {len(missing)} table(s) of the source: "
+                f"{', '.join(missing[:10])}. Run the application's migrations on the target first, or use "
+                "migration_schema_mode=copy.")
+        self.replication_role = preflight.can_set_replication_role(target_conn)
+
+    def _clear_target(self, target_conn):
+        """migration_target_overwrite=true: make room for the copy (nothing outside the source's schemas)."""
+        with target_conn.cursor() as cur:
+            if self.options["schema_mode"] == "copy":
+                for schema_name in self.catalog["schemas"]:
+                    cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema_name,))
+                    if not cur.fetchone():
+                        continue
+                    cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema_name)))
+                    if schema_name == "public":
+                        cur.execute("CREATE SCHEMA public AUTHORIZATION pg_database_owner")
+                        cur.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
+                        cur.execute("COMMENT ON SCHEMA public IS 'standard public schema'")
+                self._event(f"overwrite: dropped schemas {', '.join(self.catalog['schemas'])} in the target")
+            else:
+                tables = [t["table"] for t in self.plan["tables"]]
+                if tables:
+                    cur.execute("TRUNCATE " + ", ".join(tables))
+                self._event(f"overwrite: truncated {len(tables)} tables in the target")
+        target_conn.commit()
+
+    # ------------------------------------------------------------------ schema ---------------
+    def _phase_pre_data(self):
+        self._enter_phase("schema", "pre-data (types, tables, functions, views)")
+        dump_path = os.path.join(self.run_dir, "schema.dump")
+        exclude = list(self.options["exclude_schemas"]) + [catalog_module.STATE_SCHEMA]
+        if not os.path.exists(dump_path):
+            schema.dump_schema(self.source, dump_path + ".tmp", snapshot=self.snapshot_id,
+                               schemas=self.options["include_schemas"], exclude_schemas=exclude)
+            os.replace(dump_path + ".tmp", dump_path)
+        self.dump_path = dump_path
+        if "schema:pre-data" not in self.done:
+            conn = self._connect("target")
+            # pre-data restores in one transaction; if it committed before a crash, the tables exist.
+            present = preflight.existing_user_tables(conn, self.catalog["schemas"])
+            if not present:
+                t0 = time.monotonic()
+                schema.restore_pre_data(self.target, dump_path, self.options["no_owner"],
+                                        self.options["no_privileges"])
+                self.timings["pre_data"] = round(time.monotonic() - t0, 2)
+            with conn.cursor() as cur:
+                state.mark_done(cur, self.run_id, "schema:pre-data")
+            conn.commit()
+            conn.close()
+            self._event("pre-data schema restored")
+        text = schema.post_data_sql(dump_path, self.target, self.options["no_owner"], self.options["no_privileges"])
+        index_tables = {(i["schema"], i["name"]): i["table"] for i in self.catalog["indexes"]}
+        self.post_entries, self.post_settings = schema.split_post_data(text, index_tables)
+
+    def _phase_existing_prepare(self):
+        self.post_entries = []
+        self._enter_phase("prepare", "existing schema: checking triggers and foreign keys")
+        if self.replication_role:
+            self._event("target role may set session_replication_role=replica: triggers and FK checks are off "
+                        "for the copy's own transactions; integrity is validated afterwards")
+            return
+        cycle_tables = {t for c in self.plan["cycles"] for t in c["tables"]}
+        conn = self._connect("target")
+        with conn.cursor() as cur:
+            for fk in self.catalog["foreign_keys"]:
+                if fk["child"] in cycle_tables and fk["parent"] in cycle_tables and not fk["self_reference"]:
+                    cur.execute(
+                        "SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
+                        (fk["child"], fk["name"]))
+                    if cur.fetchone():
+                        cur.execute(
+                            f"INSERT INTO {catalog_module.STATE_SCHEMA}.dropped_constraint VALUES (%s, %s, %s, %s) "
+                            "ON CONFLICT DO NOTHING", (self.run_id, fk["child"], fk["name"], fk["definition"]))
+                        cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                            sql.SQL(fk["child"]), sql.Identifier(fk["name"])))
+                        self._event(f"cycle: dropped {fk['name']} on {fk['child']} for the load (kept in state)")
+        conn.commit()
+        conn.close()
+
+    # ------------------------------------------------------------------ data -----------------
+    def _source_command(self, table, part, fmt):
+        columns = table["copy_columns"]
+        qual = table["qualname"]
+        column_sql = ", ".join(psycopg2.extensions.quote_ident(c, self.snapshot_conn) for c in columns)
+        if part["start_page"] is None:
+            query = f"COPY (SELECT {column_sql} FROM ONLY {qual}) TO STDOUT (FORMAT {fmt})"
+        else:
+            where = f"ctid >= '({part['start_page']},0)'::tid"
+            if part["end_page"] is not None:
+                where += f" AND ctid < '({part['end_page']},0)'::tid"
+            query = f"COPY (SELECT {column_sql} FROM ONLY {qual} WHERE {where}) TO STDOUT (FORMAT {fmt})"
+        commands = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
+        if self.snapshot_id:
+            commands.append(f"SET TRANSACTION SNAPSHOT '{self.snapshot_id}'")
+        commands += ["SET row_security = off", "SET datestyle = ISO, YMD", "SET intervalstyle = postgres",
+                     "SET extra_float_digits = 3", query, "COMMIT"]
+        args = [schema.find_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+        for command in commands:
+            args += ["-c", command]
+        return args
+
+    def _copy_part(self, worker, target_conn, table_plan, part):
+        table = self._table(table_plan["table"])
+        fmt = "binary" if (table["binary_copy"] and self.binary_ok) else "text"
+        whole = part["start_page"] is None
+        freeze = whole and self.options["schema_mode"] == "copy"
+        env = libpq_environment(self.source, f"pgmigrate worker {worker}")
+        if fmt == "text":
+            env["PGCLIENTENCODING"] = "UTF8"
+        t0 = time.monotonic()
+        streamed = 0
+        source_proc = subprocess.Popen(self._source_command(table, part, fmt), stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, env=env, bufsize=0)
+        try:
+            try:
+                fcntl.fcntl(source_proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass
+            engine = self
+
+            class Reader:
+                def read(self, size=-1):
+                    nonlocal streamed
+                    if engine.abort.is_set():
+                        raise MigrationError("aborted")
+                    data = os.read(source_proc.stdout.fileno(), CHUNK_SIZE if size is None or size < 0 else size)
+                    streamed += len(data)
+                    engine.progress.add_bytes(table_plan["table"], len(data))
+                    return data
+
+                readline = read
+
+            with target_conn.cursor() as cur:
+                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.options["lock_timeout"])))
+                cur.execute("SET LOCAL synchronous_commit = off")
+                disabled_triggers, unvalidated = [], []
+                if self.options["schema_mode"] == "existing":
+                    disabled_triggers = self._disable_triggers_locally(cur, table)
+                    unvalidated = self._drop_unvalidated_constraints_locally(cur, table)
+                if whole and self.options["schema_mode"] == "copy":
+                    cur.execute(sql.SQL("TRUNCATE ONLY {}").format(sql.SQL(table["qualname"])))
+                if fmt == "text":
+                    cur.execute("SET LOCAL client_encoding = 'UTF8'")
+                    cur.execute("SET LOCAL datestyle = ISO, YMD")
+                    cur.execute("SET LOCAL intervalstyle = postgres")
+                options = f"FORMAT {fmt}" + (", FREEZE" if freeze else "")
+                column_list = (sql.SQL(" ({})").format(_quote_columns(table["copy_columns"]))
+                               if table["copy_columns"] else sql.SQL(""))
+                copy_sql = sql.SQL("COPY {}{} FROM STDIN ({})").format(
+                    sql.SQL(table["qualname"]), column_list, sql.SQL(options))
+                cur.copy_expert(copy_sql.as_string(target_conn), Reader(), size=CHUNK_SIZE)
+                rows = cur.rowcount
+                source_rc = source_proc.wait()
+                if source_rc != 0:
+                    message = source_proc.stderr.read().decode(errors="replace").strip()
+                    raise SourceStreamError(f"reading {table['qualname']} from the source failed: {message}")
+                self._restore_triggers_locally(cur, table, disabled_triggers)
+                for name, definition in unvalidated:
+                    cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                        sql.SQL(table["qualname"]), sql.Identifier(name), sql.SQL(definition)))
+                seconds = round(time.monotonic() - t0, 3)
+                state.mark_done(cur, self.run_id, f"data:{part['id']}", rows, streamed, seconds, worker)
+            target_conn.commit()
+            return {"rows": rows, "bytes": streamed, "seconds": seconds, "worker": worker, "format": fmt}
+        except BaseException:
+            try:
+                target_conn.rollback()
+            except psycopg2.Error:
+                pass
+            if self.progress:
+                self.progress.part_failed(table_plan["table"], streamed)
+            raise
+        finally:
+            if source_proc.poll() is None:
+                source_proc.kill()
+            source_proc.wait()
+            source_proc.stdout.close()
+            source_proc.stderr.close()
+
+    def _disable_triggers_locally(self, cur, table):
+        """Existing schema: copied rows must not fire the target's triggers. session_replication_role
+        where the role may; otherwise the table's enabled user triggers are disabled inside this
+        transaction only (no other session ever sees them disabled)."""
+        if self.replication_role:
+            cur.execute("SET LOCAL session_replication_role = replica")
+            return []
+        cur.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal "
+                    "AND tgenabled <> 'D' ORDER BY tgname", (table["qualname"],))
+        names = [r[0] for r in cur.fetchall()]
+        for name in names:
+            cur.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(sql.SQL(table["qualname"]),
+                                                                           sql.Identifier(name)))
+        return names
+
+    def _drop_unvalidated_constraints_locally(self, cur, table):
+        """NOT VALID constraints hold for new rows only, and the source's old rows may break them: drop
+        them for this transaction's COPY and add them back NOT VALID before it commits."""
+        cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass "
+                    "AND NOT convalidated AND contype IN ('c', 'f') ORDER BY conname", (table["qualname"],))
+        constraints = cur.fetchall()
+        for name, _definition in constraints:
+            cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                sql.SQL(table["qualname"]), sql.Identifier(name)))
+        return constraints
+
+    def _restore_triggers_locally(self, cur, table, names):
+        for name in names:
+            cur.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(sql.SQL(table["qualname"]),
+                                                                          sql.Identifier(name)))
+
+    def _table(self, qualname):
+        if not hasattr(self, "_tables_by_name"):
+            self._tables_by_name = {t["qualname"]: t for t in self.catalog["tables"]}
+        return self._tables_by_name[qualname]
+
+    # ------------------------------------------------------------------ worker pool ----------
+    def _run_jobs(self, jobs, on_done=None, describe_job=None):
+        """Run jobs on the worker pool. jobs: list of (priority, key, callable(worker, conn)).
+        on_done(key, result) may return new jobs to enqueue. Retries retryable errors."""
+        work = queue.PriorityQueue()
+        counter = [0]
+        pending = [0]
+        cond = threading.Condition()
+        failures = []
+
+        def put(job):
+            priority, key, fn = job
+            with cond:
+                counter[0] += 1
+                pending[0] += 1
+                work.put((priority, counter[0], key, fn, 0))
+
+        for job in jobs:
+            put(job)
+
+        def worker_loop(worker):
+            conn = None
+            while True:
+                with cond:
+                    while work.empty() and pending[0] > 0 and not self.abort.is_set():
+                        cond.wait(0.2)
+                    if pending[0] == 0 or self.abort.is_set():
+                        break
+                    try:
+                        priority, seq, key, fn, attempt = work.get_nowait()
+                    except queue.Empty:
+                        continue
+                try:
+                    if conn is None or conn.closed:
+                        conn = self._connect("target", application_name=f"pgmigrate worker {worker}")
+                        self._session_settings(conn)
+                    result = fn(worker, conn)
+                except RETRYABLE + (SourceStreamError,) as error:
+                    if conn is not None:
+                        try:
+                            conn.close()
+                        except psycopg2.Error:
+                            pass
+                        conn = None
+                    message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+                    if "snapshot" in str(error).lower() and "invalid" in str(error).lower():
+                        attempt = self.options["retries"]
+                    if attempt < self.options["retries"]:
+                        self._event(f"retrying {key} after error: {message}")
+                        time.sleep(min(2 ** attempt, 10))
+                        with cond:
+                            work.put((priority, seq, key, fn, attempt + 1))
+                            cond.notify_all()
+                        continue
+                    failures.append(f"{key}: {message} (after {attempt + 1} attempt(s))")
+                    self.abort.set()
+                    with cond:
+                        cond.notify_all()
+                    break
+                except Exception as error:  # noqa: BLE001 - reported with the key, the run stops
+                    failures.append(f"{key}: {str(error).strip() or repr(error)}")
+                    self._event(traceback.format_exc())
+                    self.abort.set()
+                    with cond:
+                        cond.notify_all()
+                    break
+                new_jobs = on_done(key, result) if on_done else []
+                for job in new_jobs or []:
+                    put(job)
+                with cond:
+                    pending[0] -= 1
+                    cond.notify_all()
+            if conn is not None and not conn.closed:
+                conn.close()
+
+        threads = [threading.Thread(target=worker_loop, args=(i + 1,), name=f"worker-{i + 1}")
+                   for i in range(int(self.options["workers"]))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise MigrationError("; ".join(failures))
+        if self.abort.is_set():
+            raise MigrationError("the run was aborted")
+
+    def _session_settings(self, conn):
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SET maintenance_work_mem = {}").format(
+                sql.Literal(self.options["maintenance_work_mem"])))
+            cur.execute("SET row_security = off")
+        conn.commit()
+
+    def _post_data_job(self, entry):
+        def run(worker, conn):
+            t0 = time.monotonic()
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.options["lock_timeout"])))
+                if self.post_settings:
+                    cur.execute(self.post_settings.replace(", false)", ", true)"))
+                cur.execute(entry["sql"])
+                state.mark_done(cur, self.run_id, f"post:{entry['key']}", seconds=round(time.monotonic() - t0, 3),
+                                worker=worker)
+            conn.commit()
+            return {"seconds": round(time.monotonic() - t0, 3), "worker": worker}
+        return run
+
+    def _phase_data_and_indexes(self):
+        opts = self.options
+        tables = self.plan["tables"]
+        self._enter_phase("data", f"{len(tables)} tables, {opts['workers']} workers")
+        copy_mode = opts["schema_mode"] == "copy"
+        entries_by_table = {}
+        if copy_mode:
+            copied = {t["table"] for t in tables}
+            for entry in self.post_entries:
+                if entry["type"] in schema.TABLE_LEVEL_TYPES and entry["table"] in copied:
+                    entries_by_table.setdefault(entry["table"], []).append(entry)
+        self.table_entry_keys = {e["key"] for es in entries_by_table.values() for e in es}
+        total_jobs = sum(len(es) for es in entries_by_table.values())
+        self.progress.set_jobs(total_jobs, sum(1 for k in self.table_entry_keys if f"post:{k}" in self.done))
+        remaining_parts = {}
+        jobs = []
+        for table_plan in tables:
+            todo = []
+            for part in table_plan["parts"]:
+                record = self.done.get(f"data:{part['id']}")
+                if record:
+                    self.progress.part_done(table_plan["table"], record["rows"], already_done=True,
+                                            bytes_=record["bytes"])
+                    self.results[part["id"]] = {**record, "table": table_plan["table"], "resumed": True}
+                else:
+                    todo.append(part)
+            remaining_parts[table_plan["table"]] = len(todo)
+            for part in todo:
+                jobs.append((self._data_priority(table_plan), f"data:{part['id']}",
+                             self._data_job(table_plan, part)))
+
+        def index_jobs(table_name):
+            return [(0, f"post:{e['key']}", self._post_data_job(e))
+                    for e in entries_by_table.get(table_name, []) if f"post:{e['key']}" not in self.done]
+
+        for table_plan in tables:
+            if remaining_parts[table_plan["table"]] == 0:
+                jobs.extend(index_jobs(table_plan["table"]))
+
+        lock = threading.Lock()
+
+        def on_done(key, result):
+            if key.startswith("post:"):
+                self.progress.job_done(key[5:])
+                return []
+            part_id = key[5:]
+            table_name = result["table"]
+            self.results[part_id] = result
+            self.progress.part_done(table_name, result["rows"])
+            with lock:
+                remaining_parts[table_name] -= 1
+                finished = remaining_parts[table_name] == 0
+            return index_jobs(table_name) if finished else []
+
+        if copy_mode:
+            self._run_jobs(jobs, on_done)
+        else:
+            # Existing schema: foreign keys are in force, so load level by level.
+            for level in sorted({t["level"] for t in tables}):
+                level_jobs = [j for j in jobs if j[1] in
+                              {f"data:{p['id']}" for t in tables if t["level"] == level for p in t["parts"]}]
+                self._enter_phase("data", f"level {level}: {len(level_jobs)} part(s)")
+                self._run_jobs(level_jobs, on_done)
+
+    def _data_priority(self, table_plan):
+        # Largest first; in existing mode the level comes first (handled by running level by level).
+        return 1 + 1.0 / (1 + table_plan["bytes"] / max(1, len(table_plan["parts"])))
+
+    def _data_job(self, table_plan, part):
+        def run(worker, conn):
+            self.progress.part_started(table_plan["table"])
+            result = self._copy_part(worker, conn, table_plan, part)
+            result["table"] = table_plan["table"]
+            return result
+        return run
+
+    # ------------------------------------------------------------------ post-data ------------
+    def _phase_post_data(self):
+        if self.options["schema_mode"] == "existing":
+            self._readd_dropped_constraints()
+            return
+        others = [e for e in self.post_entries
+                  if e["key"] not in self.table_entry_keys and e["type"] != schema.FOREIGN_KEY_TYPE]
+        foreign = [e for e in self.post_entries if e["type"] == schema.FOREIGN_KEY_TYPE]
+        self._enter_phase("post-data", f"{len(others)} other objects, then {len(foreign)} foreign keys")
+        conn = self._connect("target")
+        self._session_settings(conn)
+        for entry in others:
+            if f"post:{entry['key']}" in self.done:
+                continue
+            attempt = 0
+            while True:
+                try:
+                    self._post_data_job(entry)(0, conn)
+                    break
+                except RETRYABLE as error:
+                    if not conn.closed:
+                        conn.rollback()
+                    attempt += 1
+                    if attempt > self.options["retries"]:
+                        raise MigrationError(f"post-data {entry['key']}: {error}") from None
+                    time.sleep(min(2 ** attempt, 10))
+                    if conn.closed:
+                        conn = self._connect("target")
+                        self._session_settings(conn)
+                except psycopg2.Error as error:
+                    raise MigrationError(f"post-data {entry['type']} {entry['name']} failed: {error}") from None
+            self.progress.job_done(entry["key"])
+        conn.close()
+        jobs = [(0, f"post:{e['key']}", self._post_data_job(e)) for e in foreign if f"post:{e['key']}" not in self.done]
+        self._run_jobs(jobs, lambda key, result: self.progress.job_done(key[5:]) or [])
+
+    def _readd_dropped_constraints(self):
+        conn = self._connect("target")
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT table_name, constraint_name, definition FROM {catalog_module.STATE_SCHEMA}."
+                        "dropped_constraint WHERE run_id = %s", (self.run_id,))
+            rows = cur.fetchall()
+            for table_name, name, definition in rows:
+                cur.execute("SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
+                            (table_name, name))
+                if not cur.fetchone():
+                    cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID").format(
+                        sql.SQL(table_name), sql.Identifier(name), sql.SQL(definition)))
+                cur.execute(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+                    sql.SQL(table_name), sql.Identifier(name)))
+                self._event(f"re-added and validated {name} on {table_name}")
+        conn.commit()
+        conn.close()
+
+    # ------------------------------------------------------------------ sequences ------------
+    def _phase_sequences(self):
+        self._enter_phase("sequences", f"{len(self.catalog['sequences'])} sequences")
+        if "sequences" in self.done:
+            return
+        conn = self._connect("target")
+        with conn.cursor() as cur:
+            for seq in self.catalog["sequences"]:
+                cur.execute("SELECT setval(%s::regclass, %s, %s)",
+                            (seq["qualname"], seq["last_value"], seq["is_called"]))
+            state.mark_done(cur, self.run_id, "sequences")
+        conn.commit()
+        conn.close()
+
+    def _phase_sequence_check(self):
+        """Every sequence must not hand out a value already used by a column it feeds."""
+        conn = self._connect("target")
+        problems = []
+        with conn.cursor() as cur:
+            for seq in self.catalog["sequences"]:
+                cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
+                    sql.Identifier(seq["schema"], seq["name"])))
+                last_value, is_called = cur.fetchone()
+                if (last_value, is_called) != (seq["last_value"], seq["is_called"]):
+                    problems.append(f"{seq['qualname']} is ({last_value}, {is_called}) on the target but "
+                                    f"({seq['last_value']}, {seq['is_called']}) on the source")
+                next_value = last_value + seq["increment"] if is_called else last_value
+                for feed in seq["feeds"]:
+                    if seq["increment"] < 0:
+                        continue
+                    cur.execute(sql.SQL("SELECT max({})::numeric FROM {}").format(
+                        sql.Identifier(feed["column"]), sql.SQL(feed["table"])))
+                    maximum = cur.fetchone()[0]
+                    if maximum is not None and next_value <= maximum:
+                        problems.append(
+                            f"{seq['qualname']} would next give {next_value} but {feed['table']}.{feed['column']} "
+                            f"already holds {maximum} (as on the source): fix with SELECT setval('{seq['qualname']}', "
+                            f"{maximum})")
+        conn.rollback()
+        conn.close()
+        self.sequence_problems = problems
+        self.warnings.extend(problems)
+
+    # ------------------------------------------------------------------ views / analyze ------
+    def _phase_materialized_views(self):
+        views = [v for v in self.catalog["views"] if v["materialized"] and v["populated"]]
+        self._enter_phase("materialized views", f"refreshing {len(views)}")
+        conn = self._connect("target")
+        for view in views:
+            key = f"refresh:{view['qualname']}"
+            if key in self.done:
+                continue
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.SQL(view["qualname"])))
+                state.mark_done(cur, self.run_id, key)
+            conn.commit()
+        conn.close()
+
+    def _phase_analyze(self):
+        self._enter_phase("analyze", "collecting planner statistics on the target")
+        jobs = []
+        for table_plan in self.plan["tables"]:
+            key = f"analyze:{table_plan['table']}"
+            if key in self.done:
+                continue
+
+            def run(worker, conn, name=table_plan["table"], key=key):
+                with conn.cursor() as cur:
+                    cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(name)))
+                    state.mark_done(cur, self.run_id, key, worker=worker)
+                conn.commit()
+                return {}
+            jobs.append((0, key, run))
+        self._run_jobs(jobs)
+
+    # ------------------------------------------------------------------ summary --------------
+    def _summary(self, status, started):
+        tables = []
+        if self.plan:
+            for table_plan in self.plan["tables"]:
+                parts = [self.results.get(p["id"]) for p in table_plan["parts"]]
+                done_parts = [p for p in parts if p]
+                tables.append({
+                    "table": table_plan["table"], "level": table_plan["level"],
+                    "rows": sum(p.get("rows") or 0 for p in done_parts),
+                    "bytes": sum(p.get("bytes") or 0 for p in done_parts),
+                    "seconds": round(sum(p.get("seconds") or 0 for p in done_parts), 3),
+                    "workers": sorted({p.get("worker") for p in done_parts if p.get("worker") is not None}),
+                    "parts": len(parts), "parts_done": len(done_parts),
+                    "resumed_parts": sum(1 for p in done_parts if p.get("resumed")),
+                })
+        return {
+            "status": status,
+            "run_id": self.run_id,
+            "resumed": self.resumed,
+            "source": describe(self.source),
+            "target": describe(self.target),
+            "schema_mode": self.options["schema_mode"],
+            "workers": self.options["workers"],
+            "snapshot": self.snapshot_id or ("none (source declared frozen)" if self.options["source_frozen"]
+                                             else None),
+            "seconds": round(time.monotonic() - started, 2),
+            "tables": tables,
+            "rows": sum(t["rows"] for t in tables),
+            "bytes": sum(t["bytes"] for t in tables),
+            "sequences": len(self.catalog["sequences"]) if self.catalog else 0,
+            "post_data_entries": len(getattr(self, "post_entries", []) or []),
+            "plan": {"levels": self.plan["levels"], "cycles": self.plan["cycles"],
+                     "self_references": self.plan["self_references"]} if self.plan else None,
+            "warnings": self.warnings,
+            "events": self.events[-200:],
+            "run_dir": self.run_dir,
+        }
+
+    def _write_summary(self, summary):
+        if not self.run_dir:
+            return
+        path = os.path.join(self.run_dir, "summary.json")
+        with open(path, "w") as handle:
+            json.dump(summary, handle, indent=1, default=str)
+        summary["summary_file"] = path
+
+
+def migrate(source, target, **options):
+    """Run (or resume) a migration; returns the summary dict. Raises MigrationError,
+    preflight.PreflightError or connection.ConfigError with an explanatory message."""
+    return Engine(source, target, **options).run()

@@ -1,0 +1,152 @@
+"""Checks made before anything changes: each failure says what is wrong and how to fix it."""
+
+import psycopg2
+import psycopg2.errors
+
+from .catalog import STATE_SCHEMA, excluded_schemas
+from .connection import ConfigError, describe
+
+
+class PreflightError(Exception):
+    """The migration must not start; the message says why and how to fix it."""
+
+
+def server_identity(conn):
+    """What identifies a database: the server's system identifier (when readable), its address,
+    port, start time, and the database name."""
+    identity = {}
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT identity")
+        try:
+            cur.execute("SELECT system_identifier::text FROM pg_control_system()")
+            identity["system_identifier"] = cur.fetchone()[0]
+        except Exception:  # noqa: BLE001 - not readable by every role; the rest still identifies
+            cur.execute("ROLLBACK TO SAVEPOINT identity")
+        cur.execute(
+            "SELECT current_database(), COALESCE(host(inet_server_addr()), 'local'), "
+            "COALESCE(inet_server_port(), current_setting('port')::int), pg_postmaster_start_time()::text, "
+            "current_setting('server_version_num')::int, pg_encoding_to_char(d.encoding), "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())::int "
+            "FROM pg_database d WHERE d.datname = current_database()"
+        )
+        database, address, port, started, version, encoding, database_oid = cur.fetchone()
+    identity.update({"database": database, "address": address, "port": port, "postmaster_start": started,
+                     "server_version_num": version, "encoding": encoding, "database_oid": database_oid})
+    return identity
+
+
+def same_database(a, b):
+    if a["database"] != b["database"] or a["database_oid"] != b["database_oid"]:
+        return False
+    if a.get("system_identifier") and b.get("system_identifier"):
+        return a["system_identifier"] == b["system_identifier"] and a["postmaster_start"] == b["postmaster_start"]
+    return a["port"] == b["port"] and a["postmaster_start"] == b["postmaster_start"]
+
+
+def check_not_same(source_identity, target_identity, source, target):
+    if same_database(source_identity, target_identity):
+        raise PreflightError(
+            f"Source {describe(source)} and target {describe(target)} are the same database on the same server: "
+            "refusing to copy a database onto itself. Point migration_target at another database."
+        )
+
+
+def check_versions(source_identity, target_identity):
+    source_major = source_identity["server_version_num"] // 10000
+    target_major = target_identity["server_version_num"] // 10000
+    if target_major < source_major:
+        raise PreflightError(
+            f"The target runs PostgreSQL {target_major}, older than the source's {source_major}: a schema and "
+            "data copied down a major version may not load. Upgrade the target to "
+            f"PostgreSQL {source_major} or newer."
+        )
+
+
+def check_production_confirmation(target, is_production, confirmation):
+    if is_production and confirmation != target["dbname"]:
+        raise PreflightError(
+            f"The target {describe(target)} is marked production (migration_target_is_production): confirm by "
+            f"setting migration_confirm_target to the target's database name ('{target['dbname']}'), e.g. "
+            f"-e migration_confirm_target={target['dbname']}"
+        )
+
+
+def missing_extensions(target_conn, extensions):
+    """Extensions the source uses that the target server cannot provide."""
+    with target_conn.cursor() as cur:
+        cur.execute("SELECT name, default_version FROM pg_available_extensions")
+        available = dict(cur.fetchall())
+        cur.execute("SELECT extname, extversion FROM pg_extension")
+        installed = dict(cur.fetchall())
+    missing = []
+    for ext in extensions:
+        if ext["name"] in installed:
+            continue
+        if ext["name"] not in available:
+            missing.append(ext["name"])
+    return missing
+
+
+def check_extensions(target_conn, catalog, target):
+    missing = missing_extensions(target_conn, catalog["extensions"])
+    if missing:
+        raise PreflightError(
+            f"The target server {describe(target)} lacks extension(s) the source uses: {', '.join(missing)}. "
+            "Install their packages on the target server (e.g. postgresql-15-<name> or postgresql-contrib) "
+            "before migrating."
+        )
+
+
+def populated_tables(target_conn, tables):
+    """Tables of the list (qualified names) that exist in the target and hold at least one row."""
+    found = []
+    with target_conn.cursor() as cur:
+        for qualname in tables:
+            cur.execute("SELECT to_regclass(%s)", (qualname,))
+            if cur.fetchone()[0] is None:
+                continue
+            try:
+                cur.execute(f"SELECT EXISTS (SELECT 1 FROM {qualname})")  # noqa: S608 - quoted by format('%I')
+            except psycopg2.errors.LockNotAvailable:
+                target_conn.rollback()
+                raise PreflightError(
+                    f"Target table {qualname} is locked by another session (lock timeout): find it with "
+                    "SELECT * FROM pg_locks JOIN pg_stat_activity USING (pid), end it, then rerun.") from None
+            if cur.fetchone()[0]:
+                found.append(qualname)
+    target_conn.rollback()
+    return found
+
+
+def existing_user_tables(target_conn, schemas):
+    """User tables already in the target in any of the given schemas (the tool's own excluded)."""
+    with target_conn.cursor() as cur:
+        cur.execute(
+            "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON "
+            "n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(%s) "
+            "AND n.nspname NOT IN %s ORDER BY 1",
+            (list(schemas), excluded_schemas() + (STATE_SCHEMA,)),
+        )
+        rows = [r[0] for r in cur.fetchall()]
+    target_conn.rollback()
+    return rows
+
+
+def can_set_replication_role(conn):
+    with conn.cursor() as cur:
+        cur.execute("SAVEPOINT replication_role")
+        try:
+            cur.execute("SET LOCAL session_replication_role = replica")
+            allowed = True
+        except Exception:  # noqa: BLE001 - permission denied means: not allowed
+            allowed = False
+        cur.execute("ROLLBACK TO SAVEPOINT replication_role")
+    conn.rollback()
+    return allowed
+
+
+def check_options(options):
+    if options["schema_mode"] not in ("copy", "existing"):
+        raise ConfigError(f"migration_schema_mode must be 'copy' or 'existing', not {options['schema_mode']!r}")
+    if int(options["workers"]) < 1:
+        raise ConfigError(f"migration_workers must be at least 1, not {options['workers']}")

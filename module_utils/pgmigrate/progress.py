@@ -1,0 +1,185 @@
+"""Progress of a running copy, for the operator: rows and bytes per table and in total, with an ETA.
+
+Ansible shows nothing while a module runs, so the engine writes its progress to a JSON file
+(rewritten atomically every second) and a human-readable log; the playbook polls the file with
+the pg_migration_progress module and prints a line at each poll.
+"""
+
+import json
+import os
+import threading
+import time
+
+
+def human_bytes(value):
+    value = float(value or 0)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def human_seconds(seconds):
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+class Progress:
+    """Thread-safe progress record of one run."""
+
+    def __init__(self, path, run_id, tables, log_path=None, interval=1.0):
+        self.path = path
+        self.log_path = log_path
+        self.run_id = run_id
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.phase = "starting"
+        self.state = "running"
+        self.message = ""
+        # table -> {"estimated_bytes", "parts", "parts_done", "rows", "bytes", "status"}
+        self.tables = {
+            name: {"estimated_bytes": est, "parts": parts, "parts_done": 0, "rows": 0, "bytes": 0,
+                   "status": "pending"}
+            for name, est, parts in tables
+        }
+        self.jobs_total = 0
+        self.jobs_done = 0
+        self._stop = threading.Event()
+        self._thread = None
+        self._last_log = 0.0
+
+    # -- updates (called from worker threads) -----------------------------------------------
+    def set_phase(self, phase, message=""):
+        with self.lock:
+            self.phase = phase
+            self.message = message
+        self._log(f"phase {phase}" + (f": {message}" if message else ""))
+        self.write()
+
+    def add_bytes(self, table, count):
+        with self.lock:
+            self.tables[table]["bytes"] += count
+
+    def part_started(self, table):
+        with self.lock:
+            self.tables[table]["status"] = "copying"
+
+    def part_failed(self, table, streamed_bytes):
+        with self.lock:
+            entry = self.tables[table]
+            entry["bytes"] -= streamed_bytes
+            entry["status"] = "retrying"
+
+    def part_done(self, table, rows, already_done=False, bytes_=0):
+        with self.lock:
+            entry = self.tables[table]
+            entry["parts_done"] += 1
+            entry["rows"] += rows or 0
+            if already_done:
+                entry["bytes"] += bytes_ or 0
+            if entry["parts_done"] >= entry["parts"]:
+                entry["status"] = "done" if not already_done else "done (earlier run)"
+        if not already_done:
+            self._log(f"copied {table}: {rows} rows")
+
+    def set_jobs(self, total, done=0):
+        with self.lock:
+            self.jobs_total, self.jobs_done = total, done
+
+    def job_done(self, description):
+        with self.lock:
+            self.jobs_done += 1
+        self._log(f"done {description}")
+
+    def finish(self, state, message=""):
+        with self.lock:
+            self.state = state
+            self.message = message
+        self._log(f"run {state}" + (f": {message}" if message else ""))
+        self.stop()
+        self.write()
+
+    # -- reporting --------------------------------------------------------------------------
+    def snapshot(self):
+        with self.lock:
+            tables = {name: dict(entry) for name, entry in self.tables.items()}
+            phase, state, message = self.phase, self.state, self.message
+            jobs_total, jobs_done = self.jobs_total, self.jobs_done
+        elapsed = time.monotonic() - self.started
+        estimated = sum(t["estimated_bytes"] for t in tables.values()) or 1
+        done_estimate = 0.0
+        for entry in tables.values():
+            if entry["parts_done"] >= entry["parts"]:
+                done_estimate += entry["estimated_bytes"]
+            else:
+                done_estimate += min(entry["bytes"], entry["estimated_bytes"] * 0.99)
+        fraction = min(done_estimate / estimated, 1.0)
+        eta = (elapsed / fraction - elapsed) if 0.01 < fraction < 1 else (0 if fraction >= 1 else None)
+        rows = sum(t["rows"] for t in tables.values())
+        streamed = sum(t["bytes"] for t in tables.values())
+        return {
+            "run_id": self.run_id, "state": state, "phase": phase, "message": message,
+            "elapsed_seconds": round(elapsed, 1), "fraction": round(fraction, 4),
+            "eta_seconds": round(eta, 1) if eta is not None else None,
+            "rows_done": rows, "bytes_streamed": streamed, "bytes_estimated": estimated,
+            "tables_done": sum(1 for t in tables.values() if t["parts_done"] >= t["parts"]),
+            "tables_total": len(tables), "jobs_done": jobs_done, "jobs_total": jobs_total,
+            "tables": tables, "updated_at": time.time(), "pid": os.getpid(),
+        }
+
+    def line(self, snap=None):
+        snap = snap or self.snapshot()
+        active = [f"{name} {human_bytes(t['bytes'])}" for name, t in snap["tables"].items()
+                  if t["status"] == "copying"][:4]
+        text = (f"[{snap['phase']}] {snap['fraction'] * 100:5.1f}% tables {snap['tables_done']}/{snap['tables_total']}"
+                f" rows {snap['rows_done']:,} streamed {human_bytes(snap['bytes_streamed'])}"
+                f" elapsed {human_seconds(snap['elapsed_seconds'])} ETA {human_seconds(snap['eta_seconds'])}")
+        if snap["jobs_total"]:
+            text += f" post-data {snap['jobs_done']}/{snap['jobs_total']}"
+        if active:
+            text += " | " + ", ".join(active)
+        return text
+
+    def write(self):
+        if not self.path:
+            return
+        snap = self.snapshot()
+        snap["line"] = self.line(snap)
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as handle:
+            json.dump(snap, handle, indent=1, default=str)
+        os.replace(tmp, self.path)
+        now = time.monotonic()
+        if now - self._last_log >= 10:
+            self._last_log = now
+            self._log(snap["line"])
+
+    def _log(self, text):
+        if not self.log_path:
+            return
+        with open(self.log_path, "a") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+    # -- background writer ------------------------------------------------------------------
+    def start(self):
+        def loop():
+            while not self._stop.wait(self.interval):
+                try:
+                    self.write()
+                except OSError:
+                    pass
+        self._thread = threading.Thread(target=loop, name="progress", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        if self._thread and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Manage the project's embedded PostgreSQL 15 servers: a source and a target on loopback ports,
+# password (scram-sha-256) authentication, data under the project (or, where the postgres user
+# cannot reach the checkout, under /var/lib/postgresql/pgmigrate-embedded).
+#
+#   scripts/embedded_pg.sh start|stop|status|env [source|target]
+#
+# Passwords are generated once and kept in files readable only by the owner
+# ($EMBEDDED_DIR/secrets/<server>.password); they never appear on a command line.
+set -euo pipefail
+
+PROJECT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+SOURCE_PORT=${PGM_SOURCE_PORT:-55432}
+TARGET_PORT=${PGM_TARGET_PORT:-55433}
+EMBEDDED_DIR=${PGM_EMBEDDED_DIR:-$PROJECT_DIR/.embedded}
+SECRETS_DIR="$EMBEDDED_DIR/secrets"
+
+say() { printf '[embedded-pg] %s\n' "$*"; }
+
+# The server refuses to run as root: as root it runs as the postgres user.
+if [ "$(id -u)" -eq 0 ]; then
+  SERVER_USER=postgres
+  as_server() { runuser -u postgres -- "$@"; }
+else
+  SERVER_USER=$(id -un)
+  as_server() { "$@"; }
+fi
+
+data_root() {
+  if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$PROJECT_DIR" 2>/dev/null; then
+    echo "/var/lib/postgresql/pgmigrate-embedded/$(printf '%s' "$PROJECT_DIR" | md5sum | cut -c1-12)"
+  else
+    echo "$EMBEDDED_DIR/pg"
+  fi
+}
+
+port_of() { if [ "$1" = source ]; then echo "$SOURCE_PORT"; else echo "$TARGET_PORT"; fi; }
+
+ensure_password() {
+  local name=$1 file="$SECRETS_DIR/$1.password"
+  mkdir -p "$SECRETS_DIR"; chmod 700 "$SECRETS_DIR"
+  if [ ! -s "$file" ]; then
+    (umask 077; head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > "$file")
+    say "generated a password for the $name server in $file"
+  fi
+}
+
+init_server() {
+  local name=$1 dir pwtmp
+  dir="$(data_root)/$name"
+  if [ -f "$dir/PG_VERSION" ]; then return 0; fi
+  ensure_password "$name"
+  say "initialising the $name server in $dir"
+  mkdir -p "$dir"; chmod 700 "$dir"
+  [ "$(id -u)" -eq 0 ] && chown -R postgres: "$(data_root)"
+  pwtmp=$(as_server mktemp)
+  # initdb reads the superuser password from a file: never from argv.
+  as_server sh -c "cat > '$pwtmp'" < "$SECRETS_DIR/$name.password"
+  as_server "$PG_BIN/initdb" -D "$dir" -U postgres --pwfile="$pwtmp" \
+    --auth-local=scram-sha-256 --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+  as_server rm -f "$pwtmp"
+  as_server sh -c "cat >> '$dir/postgresql.conf'" <<CONF
+# pgmigrate embedded server ($name)
+listen_addresses = '127.0.0.1'
+port = $(port_of "$name")
+unix_socket_directories = '$dir'
+max_connections = 100
+shared_buffers = 256MB
+maintenance_work_mem = 256MB
+max_wal_size = 4GB
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+fsync = on
+logging_collector = off
+CONF
+}
+
+start_server() {
+  local name=$1 dir port
+  dir="$(data_root)/$name"; port=$(port_of "$name")
+  init_server "$name"
+  if as_server "$PG_BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    say "$name server already running on 127.0.0.1:$port"
+  else
+    say "starting the $name server on 127.0.0.1:$port"
+    as_server "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
+  fi
+  ensure_database "$name"
+}
+
+# psql as the embedded superuser; the password travels in the environment, never in argv.
+admin_psql() {
+  local name=$1; shift
+  PGPASSWORD=$(cat "$SECRETS_DIR/$name.password") psql -X -q -h 127.0.0.1 -p "$(port_of "$name")" -U postgres "$@"
+}
+
+ensure_database() {
+  local name=$1
+  if [ "$(admin_psql "$name" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'cdp'")" != 1 ]; then
+    say "creating database cdp on the $name server"
+    admin_psql "$name" -d postgres -c "CREATE DATABASE cdp"
+  fi
+}
+
+stop_server() {
+  local name=$1 dir
+  dir="$(data_root)/$name"
+  if [ -f "$dir/PG_VERSION" ] && as_server "$PG_BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    say "stopping the $name server"
+    as_server "$PG_BIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
+  fi
+}
+
+servers=("${2:-source}")
+[ -z "${2:-}" ] && servers=(source target)
+
+case "${1:-}" in
+  start) for s in "${servers[@]}"; do start_server "$s"; done ;;
+  stop) for s in "${servers[@]}"; do stop_server "$s"; done ;;
+  status)
+    for s in "${servers[@]}"; do
+      if as_server "$PG_BIN/pg_ctl" -D "$(data_root)/$s" status >/dev/null 2>&1; then
+        say "$s: running on 127.0.0.1:$(port_of "$s") (data $(data_root)/$s)"
+      else
+        say "$s: stopped"
+      fi
+    done ;;
+  datadir) echo "$(data_root)/${2:-source}" ;;
+  psql) shift 2; admin_psql "${servers[0]}" -d cdp "$@" ;;
+  *) echo "usage: $0 start|stop|status|datadir|psql [source|target] [psql args]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install everything the project needs on a Debian 12 machine: Debian packages (PostgreSQL 15,
+# pgcopydb for the benchmark) and the Python virtual environment .venv/ with pinned requirements.
+# Idempotent: packages already present are not fetched again; the venv is reused when its
+# requirements have not changed. Works as root (as in CI) and as a normal user with sudo.
+set -euo pipefail
+
+PROJECT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$PROJECT_DIR"
+say() { printf '[install] %s\n' "$*"; }
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo -n); fi
+
+DEBIAN_PACKAGES=(postgresql-15 postgresql-client-15 postgresql-contrib pgcopydb python3-venv ca-certificates)
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ] && ! sudo -n true 2>/dev/null; then
+    echo "[install] ERROR: installing ${missing[*]} needs root: run as root or give this user sudo" >&2
+    exit 1
+  fi
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "Debian packages present: ${DEBIAN_PACKAGES[*]}"
+fi
+
+PYTHON=${PYTHON:-python3}
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  say "virtual environment .venv/ is up to date"
+else
+  say "creating the virtual environment .venv/ and installing requirements.txt"
+  "$PYTHON" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  echo "$want" > "$stamp"
+fi
+say "done: $(.venv/bin/ansible --version | head -n1), $(.venv/bin/python --version)"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: install what is missing, start the embedded servers, then the quality
+# gates (ansible-lint production profile, ruff) and pytest against the real servers.
+#   scripts/test.sh [extra pytest arguments]
+set -euo pipefail
+
+PROJECT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$PROJECT_DIR"
+say() { printf '[test] %s\n' "$*"; }
+
+scripts/install.sh
+scripts/embedded_pg.sh start
+export PATH="$PROJECT_DIR/.venv/bin:$PATH"
+say "ruff check"
+ruff check .
+say "ansible-lint --profile production"
+ansible-lint --profile production -q --nocolor
+say "pytest"
+pytest "$@"

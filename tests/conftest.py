@@ -1,0 +1,86 @@
+"""Shared fixtures: the project's embedded PostgreSQL servers and scratch databases on them.
+
+The servers are started by scripts/embedded_pg.sh (scripts/test.sh does it); tests never mock a
+database. Each test that needs a database gets a fresh, uniquely named one and it is dropped after.
+"""
+
+import os
+import pathlib
+import sys
+import uuid
+
+import psycopg2
+import pytest
+
+PROJECT_DIR = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR / "module_utils"))
+sys.path.insert(0, str(PROJECT_DIR))
+
+EMBEDDED_DIR = pathlib.Path(os.environ.get("PGM_EMBEDDED_DIR", PROJECT_DIR / ".embedded"))
+
+
+def _server(name, default_port):
+    password_file = EMBEDDED_DIR / "secrets" / f"{name}.password"
+    if not password_file.exists():
+        pytest.skip(f"embedded {name} server not set up: run scripts/embedded_pg.sh start")
+    return {
+        "host": "127.0.0.1",
+        "port": int(os.environ.get(f"PGM_{name.upper()}_PORT", default_port)),
+        "user": "postgres",
+        "password": password_file.read_text().strip(),
+        "dbname": "postgres",
+    }
+
+
+@pytest.fixture(scope="session")
+def source_server():
+    return _server("source", 55432)
+
+
+@pytest.fixture(scope="session")
+def target_server():
+    return _server("target", 55433)
+
+
+def connect(params, **overrides):
+    merged = {**params, **overrides}
+    keys = ("host", "port", "user", "password", "dbname")
+    return psycopg2.connect(**{k: merged[k] for k in keys if merged.get(k) is not None})
+
+
+class ScratchDatabases:
+    """Creates uniquely named databases on a server and drops them at teardown."""
+
+    def __init__(self):
+        self.created = []
+
+    def create(self, server, prefix="t"):
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        conn = connect(server)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        self.created.append((server, name))
+        return {**server, "dbname": name}
+
+    def drop_all(self):
+        for server, name in reversed(self.created):
+            conn = connect(server)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.close()
+
+
+@pytest.fixture
+def scratch():
+    databases = ScratchDatabases()
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture
+def db_pair(scratch, source_server, target_server):
+    """A fresh empty source database and a fresh empty target database."""
+    return scratch.create(source_server, "src"), scratch.create(target_server, "dst")
