@@ -1,0 +1,139 @@
+"""migrate.yml as operators run it: ansible-playbook with an inventory, against real servers."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import dbcompare
+import pytest
+import yaml
+from cdp_reference import generate
+
+from conftest import PROJECT_DIR, connect
+
+ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
+
+
+def write_inventory(tmp_path, src=None, dst=None, extra=None):
+    """An inventory like inventories/local whose passwords come from files, as in production they
+    come from the vault: nothing secret in the inventory text or on a command line."""
+    inventory = tmp_path / "inventory"
+    group_vars = inventory / "group_vars" / "migration"
+    group_vars.mkdir(parents=True)
+    (inventory / "hosts.yml").write_text((PROJECT_DIR / "inventories" / "local" / "hosts.yml").read_text())
+    variables = {"migration_artifacts_dir": str(tmp_path / "artifacts")}
+    for name, params in (("migration_source", src), ("migration_target", dst)):
+        if params is None:
+            continue
+        secret = tmp_path / f"{name}.password"
+        secret.write_text(params["password"])
+        secret.chmod(0o600)
+        variables[name] = {k: v for k, v in params.items() if k != "password"}
+        variables[name]["password"] = "{{ lookup('ansible.builtin.file', '%s') }}" % secret
+    variables.update(extra or {})
+    (group_vars / "connections.yml").write_text(yaml.safe_dump(variables))
+    return inventory
+
+
+def playbook(inventory, *args, timeout=600):
+    return subprocess.run([ANSIBLE_PLAYBOOK, "migrate.yml", "-i", str(inventory), *args], cwd=PROJECT_DIR,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def cdp_pair(db_pair):
+    src, dst = db_pair
+    generate.load(src, 0.02)
+    return src, dst
+
+
+def all_artifact_text(tmp_path):
+    texts = []
+    for root, _dirs, files in os.walk(tmp_path / "artifacts"):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as handle:
+                texts.append(handle.read().decode(errors="replace"))
+    return "\n".join(texts)
+
+
+def test_migrate_yml_clones_the_cdp_database_and_reports_the_documents_errors(cdp_pair, tmp_path):
+    src, dst = cdp_pair
+    inventory = write_inventory(tmp_path, src, dst)
+    result = playbook(inventory)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert dbcompare.compare_databases(src, dst) == []
+    assert "The documented order is wrong" in result.stdout
+    assert "dashboard_tile_instances is listed at position 14 but depends on public.dashboard_configurations" \
+        in result.stdout
+    assert "Copy complete: 21 tables" in result.stdout
+    assessment = json.loads((tmp_path / "artifacts" / "assessment.json").read_text())
+    assert len(assessment["plan"]["tables"]) == 21 and assessment["pg_stats"]
+    for secret in (src["password"], dst["password"]):
+        assert secret not in result.stdout + result.stderr
+        assert secret not in all_artifact_text(tmp_path)
+
+
+def test_check_mode_shows_the_plan_and_changes_nothing(cdp_pair, tmp_path):
+    src, dst = cdp_pair
+    result = playbook(write_inventory(tmp_path, src, dst), "--check")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Level 0:" in result.stdout
+    conn = connect(dst)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
+        assert cur.fetchone()[0] == 0
+    conn.close()
+
+
+def test_an_inventory_without_a_target_is_a_clear_error(cdp_pair, tmp_path):
+    src, _ = cdp_pair
+    result = playbook(write_inventory(tmp_path, src, None), timeout=120)
+    assert result.returncode != 0
+    assert "must define migration_source and migration_target" in result.stdout
+
+
+def test_a_production_target_needs_confirmation(cdp_pair, tmp_path):
+    src, dst = cdp_pair
+    inventory = write_inventory(tmp_path, src, dst, {"migration_target_is_production": True})
+    result = playbook(inventory, timeout=120)
+    assert result.returncode != 0
+    assert f"migration_confirm_target={dst['dbname']}" in result.stdout
+    conn = connect(dst)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
+        assert cur.fetchone()[0] == 0
+    conn.close()
+    confirmed = playbook(inventory, "-e", f"migration_confirm_target={dst['dbname']}")
+    assert confirmed.returncode == 0, confirmed.stdout[-3000:]
+
+
+def test_kill_9_of_ansible_playbook_then_rerun_finishes_the_job(db_pair, tmp_path):
+    src, dst = db_pair
+    generate.load(src, 0.4)
+    inventory = write_inventory(tmp_path, src, dst, {"migration_workers": 2, "migration_progress_poll_seconds": 1})
+    progress_file = tmp_path / "artifacts" / "progress.json"
+    proc = subprocess.Popen([ANSIBLE_PLAYBOOK, "migrate.yml", "-i", str(inventory)], cwd=PROJECT_DIR,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 180
+    killed_in = None
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            progress = json.loads(progress_file.read_text())
+        except (OSError, ValueError):
+            progress = {}
+        if progress.get("phase") == "data" and progress.get("bytes_streamed", 0) > 0:
+            killed_in = progress
+            os.kill(proc.pid, signal.SIGKILL)  # the playbook only: its async copy lives on by itself
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_in, "the copy was never seen in its data phase"
+    rerun = playbook(inventory)
+    assert rerun.returncode == 0, rerun.stdout[-4000:]
+    assert "resumed run" in rerun.stdout, rerun.stdout[-3000:]
+    assert dbcompare.compare_databases(src, dst) == []
+    log = "".join(p.read_text() for p in (tmp_path / "artifacts" / "runs").glob("*/progress.log"))
+    assert "controlling process" in log and "is gone: stopping" in log
