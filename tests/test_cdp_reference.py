@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PROJECT_DIR, ScratchDatabases, connect
 
 from cdp_reference import generate
+from conftest import PROJECT_DIR, ScratchDatabases, connect
 
 SCALE = 0.02
 

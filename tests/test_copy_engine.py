@@ -10,9 +10,10 @@ import sys
 import threading
 import time
 
-import dbcompare
 import psycopg2
 import pytest
+
+import dbcompare
 from conftest import PROJECT_DIR, connect
 from pgmigrate import copier, preflight, state
 from pgmigrate.catalog import STATE_SCHEMA
@@ -320,3 +321,34 @@ def test_lock_held_on_a_target_table_ends_in_a_clear_error(db_pair, tmp_path):
 
 def test_psycopg2_is_what_the_modules_import():
     assert psycopg2.__version__.startswith("2.9")
+
+
+def test_existing_mode_as_the_schema_owner_without_superuser(hard_pair, tmp_path, target_server):
+    """A target role that may not set session_replication_role: triggers are disabled inside the
+    copy's own transactions, FK cycles dropped and re-added, levels loaded in order."""
+    src, dst = hard_pair
+    role, password = f"owner_{dst['dbname'][-10:]}", "owner-" + os.urandom(8).hex()
+    admin = connect(target_server)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD %s', (password,))
+        cur.execute(f'ALTER DATABASE "{dst["dbname"]}" OWNER TO "{role}"')
+    owner = {**dst, "user": role, "password": password}
+    try:
+        dump = subprocess.run([f"{PG_BIN}/pg_dump", "--schema-only", "--no-owner", "--no-privileges",
+                               "-h", src["host"], "-p", str(src["port"]), "-U", src["user"], "-d", src["dbname"]],
+                              env={**os.environ, "PGPASSWORD": src["password"]}, capture_output=True,
+                              check=True).stdout
+        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", dst["host"], "-p", str(dst["port"]),
+                        "-U", role, "-d", dst["dbname"]], input=dump,
+                       env={**os.environ, "PGPASSWORD": password}, capture_output=True, check=True)
+        summary = migrate(src, owner, tmp_path, schema_mode="existing")
+        assert summary["status"] == "complete"
+        assert any("dropped cycle_" in e or "cycle: dropped" in e for e in summary["events"])
+        differences = [d for d in dbcompare.compare_databases(src, dst) if "owner" not in d.lower()]
+        assert differences == []
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{dst["dbname"]}" WITH (FORCE)')
+            cur.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.close()

@@ -12,9 +12,10 @@ import os
 import pathlib
 import subprocess
 
-import dbcompare
 import psycopg2
 import pytest
+
+import dbcompare
 from conftest import ScratchDatabases, connect
 
 PG_BIN = pathlib.Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))

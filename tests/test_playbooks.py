@@ -6,11 +6,11 @@ import signal
 import subprocess
 import time
 
-import dbcompare
 import pytest
 import yaml
-from cdp_reference import generate
 
+import dbcompare
+from cdp_reference import generate
 from conftest import PROJECT_DIR, connect
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
@@ -31,7 +31,7 @@ def write_inventory(tmp_path, src=None, dst=None, extra=None):
         secret.write_text(params["password"])
         secret.chmod(0o600)
         variables[name] = {k: v for k, v in params.items() if k != "password"}
-        variables[name]["password"] = "{{ lookup('ansible.builtin.file', '%s') }}" % secret
+        variables[name]["password"] = "{{ lookup('ansible.builtin.file', '" + str(secret) + "') }}"
     variables.update(extra or {})
     (group_vars / "connections.yml").write_text(yaml.safe_dump(variables))
     return inventory

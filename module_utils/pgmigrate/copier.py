@@ -528,6 +528,7 @@ class Engine:
                 if self.options["schema_mode"] == "existing":
                     disabled_triggers = self._disable_triggers_locally(cur, table)
                     unvalidated = self._drop_unvalidated_constraints_locally(cur, table)
+                    forced_rls = self._unforce_row_security_locally(cur, table)
                 if whole and self.options["schema_mode"] == "copy":
                     cur.execute(sql.SQL("TRUNCATE ONLY {}").format(sql.SQL(table["qualname"])))
                 if fmt == "text":
@@ -546,6 +547,8 @@ class Engine:
                     message = source_proc.stderr.read().decode(errors="replace").strip()
                     raise SourceStreamError(f"reading {table['qualname']} from the source failed: {message}")
                 self._restore_triggers_locally(cur, table, disabled_triggers)
+                if self.options["schema_mode"] == "existing" and forced_rls:
+                    cur.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(sql.SQL(table["qualname"])))
                 for name, definition in unvalidated:
                     cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                         sql.SQL(table["qualname"]), sql.Identifier(name), sql.SQL(definition)))
@@ -582,6 +585,15 @@ class Engine:
             cur.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(sql.SQL(table["qualname"]),
                                                                            sql.Identifier(name)))
         return names
+
+    def _unforce_row_security_locally(self, cur, table):
+        """FORCE ROW LEVEL SECURITY subjects even the owner to the policies, and copied rows must not be
+        filtered or refused: lift it inside this transaction only, and put it back before commit."""
+        cur.execute("SELECT relforcerowsecurity FROM pg_class WHERE oid = %s::regclass", (table["qualname"],))
+        forced = cur.fetchone()[0]
+        if forced:
+            cur.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(sql.SQL(table["qualname"])))
+        return forced
 
     def _drop_unvalidated_constraints_locally(self, cur, table):
         """NOT VALID constraints hold for new rows only, and the source's old rows may break them: drop
