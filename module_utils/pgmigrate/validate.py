@@ -1,0 +1,578 @@
+"""Validation: prove the target equals the source, and pinpoint what differs.
+
+Digests are computed inside each server, order-independently: per table the row count and the sum
+of a 64-bit hash of every row (hash_record_extended over the row, with every column whose hash is
+not exact across servers — enums, floats, numerics, user types — hashed through its text form).
+Source and target are read in parallel. Where a table's digests differ, rows are bucketed by a hash
+of the primary key (one grouped scan per side), and only the differing buckets are streamed and
+compared to name the missing, extra and changed keys. Tables without a key are compared as
+multisets (duplicates count).
+"""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from psycopg2 import sql
+
+from . import catalog as catalog_module
+from .connection import connect, describe
+
+BUCKETS = 1024
+BUCKETS_PER_PASS = 32
+# Built-in types whose hash is exact (equal hash input only for identical values) and the same on
+# every server; everything else is hashed through its text form.
+EXACT_HASH_TYPES = {
+    "bool", "int2", "int4", "int8", "text", "varchar", "bpchar", "name", "uuid", "date", "timestamp",
+    "timestamptz", "time", "bytea", "jsonb", "oid", "char",
+}
+
+TYPES_QUERY = """
+SELECT a.attname, t.typname, n.nspname, t.typtype, t.typcategory,
+       et.typname AS elem_typname, en.nspname AS elem_nspname,
+       bt.typname AS base_typname, bn.nspname AS base_nspname
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace n ON n.oid = t.typnamespace
+LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
+LEFT JOIN pg_namespace en ON en.oid = et.typnamespace
+LEFT JOIN pg_type bt ON bt.oid = t.typbasetype AND t.typtype = 'd'
+LEFT JOIN pg_namespace bn ON bn.oid = bt.typnamespace
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+def _exact(typname, nspname):
+    return nspname == "pg_catalog" and typname in EXACT_HASH_TYPES
+
+
+def row_hash_expression(columns, alias="r"):
+    """SQL for a 64-bit hash of a row of the given columns (name, typname, nsp, typtype, category,
+    elem_typname, elem_nsp, base_typname, base_nsp)."""
+    parts = []
+    for name, typname, nsp, typtype, category, elem, elem_nsp, base, base_nsp in columns:
+        column = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
+        if category == "A":
+            exact = elem is not None and _exact(elem, elem_nsp)
+        elif typtype == "d":
+            exact = base is not None and _exact(base, base_nsp)
+        else:
+            exact = _exact(typname, nsp)
+        parts.append(column if exact else sql.SQL("{}::text").format(column))
+    if not parts:
+        return sql.SQL("0::bigint")
+    # ROW() of one column is still a record; hash_record_extended is strict, so all-NULL rows hash to 0.
+    return sql.SQL("COALESCE(hash_record_extended(ROW({}), 0), 0)").format(sql.SQL(", ").join(parts))
+
+
+def _key_expression(key_columns, alias="r"):
+    return sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in key_columns)
+
+
+def _bucket_expression(key_columns, row_hash, alias="r"):
+    if key_columns:
+        source = sql.SQL("hash_record_extended(ROW({}), 1)").format(_key_expression(key_columns, alias))
+    else:
+        source = row_hash
+    return sql.SQL("(COALESCE({}, 0) & {})").format(source, sql.Literal(BUCKETS - 1))
+
+
+class ConnectionPool:
+    """One connection per thread and side, reused across tasks."""
+
+    def __init__(self, params, application_name):
+        self.params = params
+        self.application_name = application_name
+        self.local = threading.local()
+        self.all = []
+        self.lock = threading.Lock()
+
+    def get(self):
+        conn = getattr(self.local, "conn", None)
+        if conn is None or conn.closed:
+            conn = connect(self.params, application_name=self.application_name)
+            with conn.cursor() as cur:
+                cur.execute("SET default_transaction_read_only = on")
+                cur.execute("SET row_security = off")
+                cur.execute("SET statement_timeout = 0")
+            conn.commit()
+            self.local.conn = conn
+            with self.lock:
+                self.all.append(conn)
+        return conn
+
+    def close(self):
+        for conn in self.all:
+            if not conn.closed:
+                conn.close()
+
+
+def _check(name, title):
+    return {"name": name, "title": title, "status": "pass", "summary": "", "items": [], "seconds": 0.0}
+
+
+def _finish(check, started, summary_pass, summary_fail):
+    failing = [i for i in check["items"] if i["status"] == "fail"]
+    warning = [i for i in check["items"] if i["status"] == "warn"]
+    check["status"] = "fail" if failing else ("warn" if warning else check["status"])
+    check["summary"] = summary_fail(failing) if failing else summary_pass
+    check["seconds"] = round(time.monotonic() - started, 3)
+    return check
+
+
+class Validator:
+    def __init__(self, source, target, workers=4, sample_limit=20, exclude_schemas=(), include_schemas=(),
+                 sequences_exact=True, checks=None):
+        self.source = source
+        self.target = target
+        self.workers = max(1, int(workers))
+        self.sample_limit = sample_limit
+        self.exclude_schemas = tuple(exclude_schemas)
+        self.include_schemas = tuple(include_schemas)
+        self.sequences_exact = sequences_exact
+        self.enabled = set(checks or ("schema", "row_counts", "content", "orphans", "sequences"))
+        self.src_pool = ConnectionPool(source, "pgmigrate validate")
+        self.dst_pool = ConnectionPool(target, "pgmigrate validate")
+
+    # ---------------------------------------------------------------- catalog --------------
+    def _catalogs(self):
+        with ThreadPoolExecutor(2) as pool:
+            src = pool.submit(self._read_catalog, self.src_pool)
+            dst = pool.submit(self._read_catalog, self.dst_pool)
+            return src.result(), dst.result()
+
+    def _read_catalog(self, pool):
+        conn = pool.get()
+        try:
+            return catalog_module.read_catalog(conn, self.exclude_schemas, self.include_schemas)
+        finally:
+            conn.rollback()
+
+    # ---------------------------------------------------------------- entry ----------------
+    def run(self):
+        started = time.monotonic()
+        result = {"status": "pass", "source": describe(self.source), "target": describe(self.target),
+                  "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checks": []}
+        try:
+            self.src_catalog, self.dst_catalog = self._catalogs()
+            tables = [t for t in self.src_catalog["tables"] if not t["partitioned"]]
+            target_tables = {t["qualname"] for t in self.dst_catalog["tables"]}
+            self.tables = sorted(tables, key=lambda t: -t["table_bytes"])
+            self.common_tables = [t for t in self.tables if t["qualname"] in target_tables]
+            if "schema" in self.enabled:
+                result["checks"].append(self.check_schema())
+            if self.enabled & {"row_counts", "content"}:
+                result["checks"].extend(self.check_rows())
+            if "orphans" in self.enabled:
+                result["checks"].append(self.check_orphans())
+            if "sequences" in self.enabled:
+                result["checks"].append(self.check_sequences())
+        finally:
+            self.src_pool.close()
+            self.dst_pool.close()
+        result["seconds"] = round(time.monotonic() - started, 3)
+        result["status"] = "fail" if any(c["status"] == "fail" for c in result["checks"]) else "pass"
+        return result
+
+    # ---------------------------------------------------------------- rows -----------------
+    def _digest(self, pool, table):
+        conn = pool.get()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(TYPES_QUERY, (table["qualname"],))
+                columns = cur.fetchall()
+                row_hash = row_hash_expression(columns)
+                t0 = time.monotonic()
+                cur.execute(sql.SQL("SELECT count(*), COALESCE(sum({}), 0) FROM ONLY {} r").format(
+                    row_hash, sql.SQL(table["qualname"])))
+                count, digest = cur.fetchone()
+            return {"rows": count, "digest": str(digest), "columns": columns, "seconds": time.monotonic() - t0}
+        finally:
+            conn.rollback()
+
+    def check_rows(self):
+        started = time.monotonic()
+        counts = _check("row_counts", "Row counts per table (exact)")
+        content = _check("content", "Content digests per table, differing rows pinpointed")
+        missing = [t["qualname"] for t in self.tables if t not in self.common_tables]
+        for name in missing:
+            item = {"table": name, "status": "fail", "detail": "table missing in the target"}
+            counts["items"].append(item)
+            content["items"].append(dict(item))
+        with ThreadPoolExecutor(self.workers) as pool:
+            futures = []
+            for table in self.common_tables:
+                futures.append((table, pool.submit(self._digest, self.src_pool, table),
+                                pool.submit(self._digest, self.dst_pool, table)))
+            results = [(table, src.result(), dst.result()) for table, src, dst in futures]
+        mismatched = []
+        for table, src, dst in results:
+            name = table["qualname"]
+            same_count = src["rows"] == dst["rows"]
+            counts["items"].append({
+                "table": name, "status": "pass" if same_count else "fail", "source_rows": src["rows"],
+                "target_rows": dst["rows"],
+                "detail": f"{src['rows']} rows" if same_count else
+                f"source {src['rows']} rows, target {dst['rows']} rows ({dst['rows'] - src['rows']:+d})"})
+            if src["digest"] == dst["digest"] and same_count:
+                content["items"].append({"table": name, "status": "pass", "detail": "digests equal",
+                                         "seconds": round(max(src["seconds"], dst["seconds"]), 3)})
+            else:
+                mismatched.append((table, src, dst))
+        if "content" in self.enabled and mismatched:
+            with ThreadPoolExecutor(min(self.workers, len(mismatched))) as pool:
+                for item in pool.map(lambda m: self._pinpoint(*m), mismatched):
+                    content["items"].append(item)
+        elif mismatched:
+            for table, _src, _dst in mismatched:
+                content["items"].append({"table": table["qualname"], "status": "fail", "detail": "digests differ"})
+        counts = _finish(counts, started, f"{len(self.common_tables)} tables, every count equal",
+                         lambda f: f"{len(f)} table(s) differ: " + ", ".join(i["table"] for i in f))
+        content = _finish(content, started, f"{len(self.common_tables)} tables, every digest equal",
+                          lambda f: f"{len(f)} table(s) differ: " + ", ".join(i["table"] for i in f))
+        checks = []
+        if "row_counts" in self.enabled:
+            checks.append(counts)
+        if "content" in self.enabled:
+            checks.append(content)
+        return checks
+
+    def _bucket_digests(self, pool, table, columns, key_columns):
+        conn = pool.get()
+        try:
+            row_hash = row_hash_expression(columns)
+            bucket = _bucket_expression(key_columns, row_hash)
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("SELECT {} AS b, count(*), sum({}) FROM ONLY {} r GROUP BY 1").format(
+                    bucket, row_hash, sql.SQL(table["qualname"])))
+                return {b: (c, str(s)) for b, c, s in cur.fetchall()}
+        finally:
+            conn.rollback()
+
+    def _stream(self, pool, table, columns, key_columns, buckets):
+        """Yield (key tuple as text, row hash) for the rows in the given buckets, streamed."""
+        conn = pool.get()
+        row_hash = row_hash_expression(columns)
+        bucket = _bucket_expression(key_columns, row_hash)
+        keys_text = sql.SQL(", ").join(sql.SQL("r.{}::text").format(sql.Identifier(c)) for c in key_columns)
+        query = sql.SQL("SELECT ARRAY[{}], {} FROM ONLY {} r WHERE {} = ANY(%s)").format(
+            keys_text, row_hash, sql.SQL(table["qualname"]), bucket)
+        cursor = conn.cursor(name=f"pinpoint_{id(self)}_{threading.get_ident()}")
+        cursor.itersize = 20000
+        try:
+            cursor.execute(query, (sorted(buckets),))
+            for key, row_hash_value in cursor:
+                yield tuple(key), row_hash_value
+        finally:
+            cursor.close()
+            conn.rollback()
+
+    def _pinpoint(self, table, src, dst):
+        name = table["qualname"]
+        key = table["primary_key"]["columns"] if table.get("primary_key") else None
+        if not key:
+            for unique in table.get("unique_keys", []):
+                not_null = {c["name"] for c in table["columns"] if c["not_null"]}
+                if all(c in not_null for c in unique["columns"]):
+                    key = unique["columns"]
+                    break
+        with ThreadPoolExecutor(2) as pool:
+            sb = pool.submit(self._bucket_digests, self.src_pool, table, src["columns"], key)
+            db = pool.submit(self._bucket_digests, self.dst_pool, table, dst["columns"], key)
+            src_buckets, dst_buckets = sb.result(), db.result()
+        differing = {b for b in set(src_buckets) | set(dst_buckets) if src_buckets.get(b) != dst_buckets.get(b)}
+        item = {"table": name, "status": "fail", "source_rows": src["rows"], "target_rows": dst["rows"],
+                "differing_buckets": len(differing)}
+        if key:
+            missing, extra, changed = self._merge_keyed(table, src, dst, key, differing)
+            item.update({"key": key, "missing": missing["sample"], "missing_count": missing["count"],
+                         "extra": extra["sample"], "extra_count": extra["count"], "changed": changed["sample"],
+                         "changed_count": changed["count"]})
+            parts = []
+            for label, data in (("missing in target", missing), ("extra in target", extra), ("changed", changed)):
+                if data["count"]:
+                    keys = "; ".join(", ".join(k) for k in data["sample"])
+                    parts.append(f"{data['count']} {label} ({'/'.join(key)}: {keys}"
+                                 f"{' …' if data['count'] > len(data['sample']) else ''})")
+            item["detail"] = "; ".join(parts) or "digests differ"
+        else:
+            diffs = self._compare_multisets(table, src, dst, differing)
+            item.update({"multiset_differences": diffs[: self.sample_limit], "difference_count": len(diffs)})
+            item["detail"] = (f"table has no key; {len(diffs)} distinct row(s) occur a different number of times "
+                              + "(" + "; ".join(f"row hash {d['row_hash']}: source ×{d['source_count']}, target "
+                                                f"×{d['target_count']}" for d in diffs[:5]) + ")")
+        return item
+
+    def _merge_keyed(self, table, src, dst, key, buckets):
+        results = {k: {"count": 0, "sample": []} for k in ("missing", "extra", "changed")}
+
+        def note(kind, key_value):
+            entry = results[kind]
+            entry["count"] += 1
+            if len(entry["sample"]) < self.sample_limit:
+                entry["sample"].append(list(key_value))
+
+        # Differing buckets are compared a few at a time, so memory stays bounded (a bucket holds
+        # 1/1024 of the rows) even when every bucket differs.
+        ordered = sorted(buckets)
+        for start in range(0, len(ordered), BUCKETS_PER_PASS):
+            chunk = ordered[start:start + BUCKETS_PER_PASS]
+            src_rows = dict(self._stream(self.src_pool, table, src["columns"], key, chunk))
+            for key_value, row_hash in self._stream(self.dst_pool, table, dst["columns"], key, chunk):
+                if key_value not in src_rows:
+                    note("extra", key_value)
+                    continue
+                if src_rows.pop(key_value) != row_hash:
+                    note("changed", key_value)
+            for key_value in sorted(src_rows):
+                note("missing", key_value)
+        for entry in results.values():
+            entry["sample"].sort()
+        return results["missing"], results["extra"], results["changed"]
+
+    def _compare_multisets(self, table, src, dst, buckets):
+        def grouped(pool, columns):
+            conn = pool.get()
+            try:
+                row_hash = row_hash_expression(columns)
+                bucket = _bucket_expression(None, row_hash)
+                with conn.cursor() as cur:
+                    cur.execute(sql.SQL("SELECT {} AS h, count(*) FROM ONLY {} r WHERE {} = ANY(%s) GROUP BY 1")
+                                .format(row_hash, sql.SQL(table["qualname"]), bucket), (sorted(buckets),))
+                    return dict(cur.fetchall())
+            finally:
+                conn.rollback()
+
+        with ThreadPoolExecutor(2) as pool:
+            s = pool.submit(grouped, self.src_pool, src["columns"])
+            d = pool.submit(grouped, self.dst_pool, dst["columns"])
+            src_counts, dst_counts = s.result(), d.result()
+        diffs = []
+        for row_hash in sorted(set(src_counts) | set(dst_counts)):
+            if src_counts.get(row_hash, 0) != dst_counts.get(row_hash, 0):
+                diffs.append({"row_hash": row_hash, "source_count": src_counts.get(row_hash, 0),
+                              "target_count": dst_counts.get(row_hash, 0)})
+        return diffs
+
+    # ---------------------------------------------------------------- orphans --------------
+    def check_orphans(self):
+        started = time.monotonic()
+        check = _check("orphans", "Referential integrity: orphan rows for every foreign key (NOT VALID included)")
+        conn = self.dst_pool.get()
+        with conn.cursor() as cur:
+            cur.execute("""
+                SELECT con.conname, format('%%I.%%I', n.nspname, c.relname), format('%%I.%%I', fn.nspname, fc.relname),
+                       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
+                             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.o),
+                       ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, o)
+                             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.o),
+                       con.convalidated, con.confmatchtype
+                FROM pg_constraint con
+                JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                JOIN pg_class fc ON fc.oid = con.confrelid JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+                WHERE con.contype = 'f' AND con.conparentid = 0 AND n.nspname NOT IN %s
+                ORDER BY 2, 1""", (catalog_module.excluded_schemas(self.exclude_schemas),))
+            foreign_keys = cur.fetchall()
+        conn.rollback()
+
+        def orphans(fk, pool=self.dst_pool):
+            name, child, parent, columns, parent_columns, validated, match = fk
+            conn = pool.get()
+            child_cols = [sql.SQL("c.{}").format(sql.Identifier(col)) for col in columns]
+            join = sql.SQL(" AND ").join(
+                sql.SQL("p.{} = c.{}").format(sql.Identifier(pc), sql.Identifier(cc))
+                for cc, pc in zip(columns, parent_columns, strict=True))
+            if match == "f":  # MATCH FULL: all NULL is fine, any NULL with a value is an orphan already
+                null_test = sql.SQL("NOT ({})").format(
+                    sql.SQL(" AND ").join(sql.SQL("{} IS NULL").format(c) for c in child_cols))
+            else:  # MATCH SIMPLE: a row with any NULL in the key references nothing
+                null_test = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in child_cols)
+            query = sql.SQL("SELECT {} FROM {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})").format(
+                sql.SQL(", ").join(sql.SQL("{}::text").format(c) for c in child_cols), sql.SQL(child), null_test,
+                sql.SQL(parent), join)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql.SQL("SELECT count(*) FROM ({}) o").format(query))
+                    count = cur.fetchone()[0]
+                    sample = []
+                    if count:
+                        cur.execute(sql.SQL("{} LIMIT {}").format(query, sql.Literal(self.sample_limit)))
+                        sample = [list(r) for r in cur.fetchall()]
+            finally:
+                conn.rollback()
+            label = f"{child}.{name}"
+            status = "fail" if count else "pass"
+            detail = (f"{count} orphan row(s) referencing {parent}: {', '.join(columns)} = "
+                      + "; ".join(", ".join(str(v) for v in r) for r in sample) if count
+                      else f"no orphans ({'validated' if validated else 'NOT VALID: checked here'})")
+            return {"table": child, "constraint": name, "status": status, "detail": f"{label}: {detail}",
+                    "orphans": count, "sample": sample, "validated": validated}
+
+        def both(fk):
+            item = orphans(fk)
+            if item["orphans"] and not item["validated"]:
+                # A NOT VALID constraint may hold orphans in the source already: only new ones count.
+                try:
+                    source_item = orphans(fk, self.src_pool)
+                except Exception:  # noqa: BLE001 - the constraint may not exist in the source
+                    source_item = None
+                if source_item and source_item["orphans"] == item["orphans"] and \
+                        source_item["sample"] == item["sample"]:
+                    item["status"] = "warn"
+                    item["detail"] += " (NOT VALID; the source holds the same orphans)"
+            return item
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            check["items"] = list(pool.map(both, foreign_keys))
+        return _finish(check, started, f"{len(foreign_keys)} foreign keys, no orphan rows",
+                       lambda f: f"{sum(i['orphans'] for i in f)} orphan row(s) in "
+                                 + ", ".join(f"{i['table']}.{i['constraint']}" for i in f))
+
+    # ---------------------------------------------------------------- sequences ------------
+    def check_sequences(self):
+        started = time.monotonic()
+        check = _check("sequences", "Sequences and identity columns: source state, and ahead of every column fed")
+        target_seqs = {s["qualname"]: s for s in self.dst_catalog["sequences"]}
+        conn = self.dst_pool.get()
+        try:
+            for seq in self.src_catalog["sequences"]:
+                name = seq["qualname"]
+                tseq = target_seqs.get(name)
+                if tseq is None:
+                    check["items"].append({"table": name, "status": "fail", "detail": f"{name} missing in the target"})
+                    continue
+                problems, warnings = [], []
+                same_state = (tseq["last_value"], tseq["is_called"]) == (seq["last_value"], seq["is_called"])
+                if self.sequences_exact and not same_state:
+                    problems.append(f"state (last_value {tseq['last_value']}, is_called {tseq['is_called']}) differs "
+                                    f"from the source's ({seq['last_value']}, {seq['is_called']})")
+                next_value = tseq["last_value"] + tseq["increment"] if tseq["is_called"] else tseq["last_value"]
+                for feed in tseq["feeds"]:
+                    with conn.cursor() as cur:
+                        if tseq["increment"] > 0:
+                            cur.execute(sql.SQL("SELECT max({})::numeric FROM {}").format(
+                                sql.Identifier(feed["column"]), sql.SQL(feed["table"])))
+                            extreme = cur.fetchone()[0]
+                            behind = extreme is not None and next_value <= extreme
+                        else:
+                            cur.execute(sql.SQL("SELECT min({})::numeric FROM {}").format(
+                                sql.Identifier(feed["column"]), sql.SQL(feed["table"])))
+                            extreme = cur.fetchone()[0]
+                            behind = extreme is not None and next_value >= extreme
+                    if behind:
+                        message = (f"next value {next_value} collides with {feed['table']}.{feed['column']} "
+                                   f"(holds {extreme}); fix: SELECT setval('{name}', {extreme})")
+                        if same_state:
+                            # A faithful copy of the source's own defect: reported, not blamed on the copy.
+                            warnings.append(message + " (the source has the same defect)")
+                        else:
+                            problems.append(message)
+                status = "fail" if problems else ("warn" if warnings else "pass")
+                check["items"].append({"table": name, "status": status,
+                                       "detail": "; ".join(problems + warnings) or
+                                       f"last_value {tseq['last_value']}, is_called {tseq['is_called']}, "
+                                       f"feeds {len(tseq['feeds'])} column(s)"})
+        finally:
+            conn.rollback()
+        return _finish(check, started, f"{len(self.src_catalog['sequences'])} sequences in order",
+                       lambda f: f"{len(f)} sequence(s) wrong: " + ", ".join(i["table"] for i in f))
+
+    # ---------------------------------------------------------------- schema ---------------
+    def check_schema(self):
+        started = time.monotonic()
+        check = _check("schema", "Schema: tables, columns, constraints, indexes, triggers, views, extensions")
+        with ThreadPoolExecutor(2) as pool:
+            s = pool.submit(schema_objects, self.src_pool, self.exclude_schemas)
+            d = pool.submit(schema_objects, self.dst_pool, self.exclude_schemas)
+            src, dst = s.result(), d.result()
+        by_table = {}
+        for kind in ("tables", "columns", "constraints", "indexes", "triggers", "views", "extensions"):
+            for key in sorted(set(src[kind]) | set(dst[kind])):
+                a, b = src[kind].get(key), dst[kind].get(key)
+                if a == b:
+                    continue
+                owner = key[0] if kind != "extensions" else "(database)"
+                label = " ".join(str(k) for k in key[1:]) if kind not in ("tables", "views", "extensions") \
+                    else str(key[-1])
+                if a is None:
+                    text = f"{kind[:-1]} {label} exists only in the target"
+                elif b is None:
+                    text = f"{kind[:-1]} {label} missing in the target"
+                else:
+                    text = f"{kind[:-1]} {label}: source {a} / target {b}"
+                by_table.setdefault(owner, []).append(text)
+        for table, name in dst["invalid_indexes"]:
+            by_table.setdefault(table, []).append(f"index {name} is INVALID in the target (failed CONCURRENTLY build?)")
+        for table, differences in sorted(by_table.items()):
+            check["items"].append({"table": table, "status": "fail", "detail": "; ".join(differences),
+                                   "differences": differences})
+        compared = len(src["tables"])
+        return _finish(check, started, f"{compared} tables and their objects identical",
+                       lambda f: f"{sum(len(i['differences']) for i in f)} difference(s) in " +
+                                 ", ".join(i["table"] for i in f))
+
+
+SCHEMA_QUERIES = {
+    "tables": """
+        SELECT format('%%I.%%I', n.nspname, c.relname), c.relkind::text, c.relrowsecurity, c.relforcerowsecurity
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'f') AND n.nspname NOT IN %(excluded)s""",
+    "columns": """
+        SELECT format('%%I.%%I', n.nspname, c.relname), a.attname, format_type(a.atttypid, a.atttypmod),
+               pg_get_expr(d.adbin, d.adrelid), a.attnotnull, a.attidentity::text, a.attgenerated::text
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdropped
+          AND n.nspname NOT IN %(excluded)s""",
+    "constraints": """
+        SELECT format('%%I.%%I', n.nspname, c.relname), con.conname, pg_get_constraintdef(con.oid),
+               con.convalidated, con.condeferrable, con.condeferred
+        FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname NOT IN %(excluded)s""",
+    "indexes": """
+        SELECT format('%%I.%%I', tn.nspname, t.relname), ic.relname, pg_get_indexdef(i.indexrelid)
+        FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
+        JOIN pg_namespace tn ON tn.oid = t.relnamespace WHERE tn.nspname NOT IN %(excluded)s""",
+    "triggers": """
+        SELECT format('%%I.%%I', n.nspname, c.relname), tg.tgname, pg_get_triggerdef(tg.oid), tg.tgenabled::text
+        FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE NOT tg.tgisinternal AND n.nspname NOT IN %(excluded)s""",
+    "views": """
+        SELECT format('%%I.%%I', n.nspname, c.relname), c.relkind::text, pg_get_viewdef(c.oid)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN %(excluded)s""",
+    "extensions": "SELECT e.extname, e.extversion FROM pg_extension e",
+}
+
+
+def schema_objects(pool, exclude_schemas=()):
+    """Schema objects as {kind: {key tuple: value tuple}} for comparison."""
+    conn = pool.get()
+    params = {"excluded": catalog_module.excluded_schemas(exclude_schemas)}
+    objects = {}
+    try:
+        with conn.cursor() as cur:
+            for kind, query in SCHEMA_QUERIES.items():
+                cur.execute(query, params)
+                rows = cur.fetchall()
+                if kind == "tables":
+                    objects[kind] = {(r[0], r[0]): r[1:] for r in rows}
+                elif kind == "views":
+                    objects[kind] = {(r[0], r[0]): r[1:] for r in rows}
+                elif kind == "extensions":
+                    objects[kind] = {("(database)", r[0]): (r[1],) for r in rows}
+                else:
+                    objects[kind] = {(r[0], r[1]): r[2:] for r in rows}
+            cur.execute("""
+                SELECT format('%%I.%%I', tn.nspname, t.relname), ic.relname
+                FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
+                JOIN pg_namespace tn ON tn.oid = t.relnamespace
+                WHERE NOT i.indisvalid AND tn.nspname NOT IN %(excluded)s""", params)
+            objects["invalid_indexes"] = cur.fetchall()
+    finally:
+        conn.rollback()
+    return objects
+
+
+def validate(source, target, **options):
+    return Validator(source, target, **options).run()
