@@ -3,10 +3,10 @@
 Digests are computed inside each server, order-independently: per table the row count and the sum
 of a 64-bit hash of every row (hash_record_extended over the row, with every column whose hash is
 not exact across servers — enums, floats, numerics, user types — hashed through its text form).
-Source and target are read in parallel. Where a table's digests differ, rows are bucketed by a hash
-of the primary key (one grouped scan per side), and only the differing buckets are streamed and
-compared to name the missing, extra and changed keys. Tables without a key are compared as
-multisets (duplicates count).
+Source and target are read in parallel. Rows are bucketed by a hash of the key in that same scan,
+so a mismatch costs one more scan per side: it hashes the key of every row but the whole row only
+in the differing buckets, and names the missing, extra and changed keys. Tables without a key are
+compared as multisets (duplicates count).
 """
 
 import threading
@@ -75,6 +75,17 @@ def _bucket_expression(key_columns, row_hash, alias="r"):
     else:
         source = row_hash
     return sql.SQL("(COALESCE({}, 0) & {})").format(source, sql.Literal(BUCKETS - 1))
+
+
+def table_key(table):
+    """The primary key, or else a unique key of NOT NULL columns, or None."""
+    if table.get("primary_key"):
+        return table["primary_key"]["columns"]
+    not_null = {c["name"] for c in table["columns"] if c["not_null"]}
+    for unique in table.get("unique_keys", []):
+        if all(c in not_null for c in unique["columns"]):
+            return unique["columns"]
+    return None
 
 
 class ConnectionPool:
@@ -176,17 +187,22 @@ class Validator:
 
     # ---------------------------------------------------------------- rows -----------------
     def _digest(self, pool, table):
+        """Count and digest of a table in one scan, grouped by key bucket so that a mismatch can be
+        pinpointed without hashing the table again."""
         conn = pool.get()
         try:
             with conn.cursor() as cur:
                 cur.execute(TYPES_QUERY, (table["qualname"],))
                 columns = cur.fetchall()
+                key = table_key(table)
                 row_hash = row_hash_expression(columns)
+                bucket = _bucket_expression(key, row_hash)
                 t0 = time.monotonic()
-                cur.execute(sql.SQL("SELECT count(*), COALESCE(sum({}), 0) FROM ONLY {} r").format(
-                    row_hash, sql.SQL(table["qualname"])))
-                count, digest = cur.fetchone()
-            return {"rows": count, "digest": str(digest), "columns": columns, "seconds": time.monotonic() - t0}
+                cur.execute(sql.SQL("SELECT {} AS b, count(*), sum({}) FROM ONLY {} r GROUP BY 1").format(
+                    bucket, row_hash, sql.SQL(table["qualname"])))
+                buckets = {b: (c, int(h)) for b, c, h in cur.fetchall()}
+            return {"rows": sum(c for c, _ in buckets.values()), "digest": str(sum(h for _, h in buckets.values())),
+                    "buckets": buckets, "columns": columns, "key": key, "seconds": time.monotonic() - t0}
         finally:
             conn.rollback()
 
@@ -237,18 +253,6 @@ class Validator:
             checks.append(content)
         return checks
 
-    def _bucket_digests(self, pool, table, columns, key_columns):
-        conn = pool.get()
-        try:
-            row_hash = row_hash_expression(columns)
-            bucket = _bucket_expression(key_columns, row_hash)
-            with conn.cursor() as cur:
-                cur.execute(sql.SQL("SELECT {} AS b, count(*), sum({}) FROM ONLY {} r GROUP BY 1").format(
-                    bucket, row_hash, sql.SQL(table["qualname"])))
-                return {b: (c, str(s)) for b, c, s in cur.fetchall()}
-        finally:
-            conn.rollback()
-
     def _stream(self, pool, table, columns, key_columns, buckets):
         """Yield (key tuple as text, row hash) for the rows in the given buckets, streamed."""
         conn = pool.get()
@@ -269,17 +273,8 @@ class Validator:
 
     def _pinpoint(self, table, src, dst):
         name = table["qualname"]
-        key = table["primary_key"]["columns"] if table.get("primary_key") else None
-        if not key:
-            for unique in table.get("unique_keys", []):
-                not_null = {c["name"] for c in table["columns"] if c["not_null"]}
-                if all(c in not_null for c in unique["columns"]):
-                    key = unique["columns"]
-                    break
-        with ThreadPoolExecutor(2) as pool:
-            sb = pool.submit(self._bucket_digests, self.src_pool, table, src["columns"], key)
-            db = pool.submit(self._bucket_digests, self.dst_pool, table, dst["columns"], key)
-            src_buckets, dst_buckets = sb.result(), db.result()
+        key = src["key"]
+        src_buckets, dst_buckets = src["buckets"], dst["buckets"]
         differing = {b for b in set(src_buckets) | set(dst_buckets) if src_buckets.get(b) != dst_buckets.get(b)}
         item = {"table": name, "status": "fail", "source_rows": src["rows"], "target_rows": dst["rows"],
                 "differing_buckets": len(differing)}
@@ -317,8 +312,13 @@ class Validator:
         ordered = sorted(buckets)
         for start in range(0, len(ordered), BUCKETS_PER_PASS):
             chunk = ordered[start:start + BUCKETS_PER_PASS]
-            src_rows = dict(self._stream(self.src_pool, table, src["columns"], key, chunk))
-            for key_value, row_hash in self._stream(self.dst_pool, table, dst["columns"], key, chunk):
+            with ThreadPoolExecutor(2) as pool:
+                src_future = pool.submit(lambda c=chunk: dict(self._stream(self.src_pool, table, src["columns"],
+                                                                           key, c)))
+                dst_future = pool.submit(lambda c=chunk: list(self._stream(self.dst_pool, table, dst["columns"],
+                                                                           key, c)))
+                src_rows, dst_rows = src_future.result(), dst_future.result()
+            for key_value, row_hash in dst_rows:
                 if key_value not in src_rows:
                     note("extra", key_value)
                     continue
