@@ -137,3 +137,27 @@ def test_kill_9_of_ansible_playbook_then_rerun_finishes_the_job(db_pair, tmp_pat
     assert dbcompare.compare_databases(src, dst) == []
     log = "".join(p.read_text() for p in (tmp_path / "artifacts" / "runs").glob("*/progress.log"))
     assert "controlling process" in log and "is gone: stopping" in log
+
+
+def test_validate_yml_fails_naming_the_check_and_table_and_links_the_reports(cdp_pair, tmp_path):
+    src, dst = cdp_pair
+    inventory = write_inventory(tmp_path, src, dst)
+    assert playbook(inventory).returncode == 0
+    conn = connect(dst)
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM public.report_executions WHERE id = (SELECT id FROM public.report_executions "
+                    "ORDER BY id LIMIT 1) RETURNING id")
+        deleted = cur.fetchone()[0]
+    conn.commit()
+    conn.close()
+    result = subprocess.run([ANSIBLE_PLAYBOOK, "playbooks/validate.yml", "-i", str(inventory)], cwd=PROJECT_DIR,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode != 0
+    assert "Validation failed: row_counts (public.report_executions)" in result.stdout
+    assert "content (public.report_executions)" in result.stdout
+    reports = sorted((tmp_path / "artifacts" / "validation").glob("*/validation.html"))
+    assert len(reports) == 2  # migrate.yml's passing run, then this one
+    page = reports[-1].read_text()
+    assert str(deleted) in page and "missing in target" in page
+    for secret in (src["password"], dst["password"]):
+        assert secret not in result.stdout and secret not in page

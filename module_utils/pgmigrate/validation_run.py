@@ -1,0 +1,52 @@
+"""One validation run: the core checks, the application's security and performance checks, and
+the reports. Shared by the pg_migration_validate module and the benchmark."""
+
+import time
+
+from . import app_checks, report
+from .connection import connect, friendly_connect_error
+from .preflight import PreflightError
+from .validate import Validator
+
+
+def _with_connection(params, variable, function, *args):
+    try:
+        conn = connect(params, application_name="pgmigrate validate")
+    except Exception as error:  # noqa: BLE001 - turned into an explanatory message
+        raise PreflightError(friendly_connect_error(error, params, variable)) from None
+    try:
+        return function(conn, *args)
+    finally:
+        conn.close()
+
+
+def run_validation(source, target, directory, checks=None, workers=4, sample_limit=20, sequences_exact=True,
+                   include_schemas=(), exclude_schemas=(), password_hash_columns=(), encrypted_columns=(),
+                   performance_queries=(), query_limit_seconds=5.0, query_slower_factor=2.0, required_indexes=()):
+    """Return (result, report paths, one-line message naming every failing check and table)."""
+    started = time.monotonic()
+    for params, variable in ((source, "migration_source"), (target, "migration_target")):
+        _with_connection(params, variable, lambda conn: None)
+    result = Validator(source, target, workers=workers, sample_limit=sample_limit,
+                       include_schemas=include_schemas, exclude_schemas=exclude_schemas,
+                       sequences_exact=sequences_exact, checks=checks).run()
+    if password_hash_columns:
+        result["checks"].append(_with_connection(target, "migration_target", app_checks.check_password_hashes,
+                                                 list(password_hash_columns)))
+    if encrypted_columns:
+        result["checks"].append(_with_connection(target, "migration_target",
+                                                 app_checks.check_plaintext_credentials, list(encrypted_columns)))
+    if required_indexes:
+        result["checks"].append(_with_connection(target, "migration_target", app_checks.check_required_indexes,
+                                                 list(required_indexes)))
+    if performance_queries:
+        result["checks"].append(app_checks.check_queries(source, target, list(performance_queries),
+                                                         limit_seconds=query_limit_seconds,
+                                                         slower_factor=query_slower_factor))
+    result["seconds"] = round(time.monotonic() - started, 3)
+    result["status"] = "fail" if any(c["status"] == "fail" for c in result["checks"]) else "pass"
+    paths = report.write_reports(result, directory)
+    message = report.failure_message(result) if result["status"] == "fail" else (
+        f"Validation passed: {len(result['checks'])} checks in {result['seconds']} s")
+    return result, paths, message
+
