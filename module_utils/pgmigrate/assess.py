@@ -67,7 +67,7 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
     }
     report["lines"] = plan_lines(report, schema_mode)
     if artifacts_dir:
-        os.makedirs(artifacts_dir, exist_ok=True)
+        os.makedirs(artifacts_dir, mode=0o700, exist_ok=True)
         path = os.path.join(artifacts_dir, "assessment.json")
         with open(path, "w") as handle:
             json.dump(report, handle, indent=1, default=str)

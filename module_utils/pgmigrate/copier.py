@@ -133,6 +133,12 @@ class Engine:
     def run(self):
         started = time.monotonic()
         opts = self.options
+        if opts["progress_file"] and not opts["check_mode"]:
+            # An earlier run's progress must not be shown as this one's.
+            try:
+                os.remove(opts["progress_file"])
+            except FileNotFoundError:
+                pass
         source_conn = self._connect("source")
         target_conn = self._connect("target")
         try:
@@ -203,7 +209,8 @@ class Engine:
                 return self._summary("check", started)
 
             self.run_dir = os.path.join(opts["artifacts_dir"], "runs", self.run_id)
-            os.makedirs(self.run_dir, exist_ok=True)
+            os.makedirs(opts["artifacts_dir"], mode=0o700, exist_ok=True)
+            os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
             self.progress = Progress(
                 opts["progress_file"] or os.path.join(self.run_dir, "progress.json"), self.run_id,
                 [(t["table"], t["bytes"], len(t["parts"])) for t in self.plan["tables"]],
