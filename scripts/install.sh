@@ -12,9 +12,9 @@ say() { printf '[install] %s\n' "$*"; }
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo -n); fi
 
 # postgresql: the embedded servers and clients; pgcopydb: the benchmark; prometheus: promtool for the
-# alerting rules; podman, runc, debootstrap: systemd hosts for Molecule; nginx: the maintenance page.
+# alerting rules and postgres_exporter for its queries; podman, runc, debootstrap: systemd hosts for Molecule; nginx: the maintenance page.
 DEBIAN_PACKAGES=(postgresql-15 postgresql-client-15 postgresql-contrib pgcopydb python3-venv ca-certificates
-  prometheus podman runc debootstrap nginx-light uidmap slirp4netns fuse-overlayfs)
+  prometheus prometheus-postgres-exporter podman runc debootstrap nginx-light uidmap slirp4netns fuse-overlayfs)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
