@@ -1,0 +1,165 @@
+#!/usr/bin/python
+"""Ansible module: back up a PostgreSQL database with pg_dump, verify, prune and restore the backups."""
+
+DOCUMENTATION = r"""
+module: pg_backup
+short_description: Verified pg_dump backups (schema-only, data-only, complete), retention and restore
+description:
+  - C(inspect) reads what the pre-checks need, changing nothing: the database's size (pg_database_size), the
+    disk space the backups are estimated to take, the free space at I(path), and that pg_dump can dump the server.
+  - C(create) dumps one database into I(path)/<kind>/ for each of I(kinds), all from one exported snapshot:
+    C(schema-only) and C(data-only) as plain SQL with the plan's C(--no-owner --no-privileges), C(complete) in
+    directory format with I(jobs) parallel jobs. Each backup gets a C(backup.json) (origin, times, the exact row
+    count of every table counted in the same snapshot) and a C(SHA256SUMS) manifest, written last.
+  - C(verify) checks a backup at I(path): its manifest first (every file, no file missing or added), then
+    C(pg_restore --list) for the complete one, or a non-empty plain SQL file ending with pg_dump's
+    "dump complete" marker.
+  - C(prune) keeps the I(keep) newest backups of database I(key) per kind under I(path) and removes the older ones.
+  - C(restore) verifies the complete backup at I(path) and refuses it unless it verifies, then drops the
+    I(connection)'s database and recreates it with C(pg_restore --create --jobs).
+  - C(check_counts) compares the exact row counts of the I(connection)'s database with those recorded in the
+    backup at I(path).
+  - Passwords reach pg_dump and pg_restore through their environment, never their command line.
+options:
+  action: {description: What to do., type: str, required: true, choices: [inspect, create, verify, prune, restore, check_counts]}
+  connection: {description: "The database (host, port, dbname, user, password, sslmode, ...); for inspect, create, restore, check_counts.", type: dict}
+  label: {description: Which database it is (source or target), for messages and backup.json., type: str, default: database}
+  path: {description: "inspect: the backup directory; create: the database's directory of the run; verify, restore, check_counts: one backup; prune: the backup directory.", type: path}
+  paths: {description: "verify: several backups (with or instead of I(path)).", type: list, elements: path}
+  kinds: {description: Which backups to make., type: list, elements: str, default: [schema-only, data-only, complete], choices: [schema-only, data-only, complete]}
+  jobs: {description: Parallel jobs of pg_dump (complete backup) and pg_restore., type: int, default: 2}
+  run_id: {description: The run's name, recorded in backup.json., type: str, default: ""}
+  key: {description: The database's directory name under each run (prune)., type: str}
+  keep: {description: How many backups of each kind to keep (prune)., type: int, default: 3}
+  pg_bin_dir: {description: Directory of pg_dump and pg_restore (default the newest installed)., type: path}
+  maintenance_db: {description: Database to connect to while the restored one is dropped and created., type: str, default: postgres}
+  terminate_connections: {description: Disconnect the sessions of the database being restored., type: bool, default: true}
+  no_owner: {description: Restore without the archive's owners., type: bool, default: false}
+  no_privileges: {description: Restore without the archive's privileges., type: bool, default: false}
+  analyze: {description: ANALYZE the restored database., type: bool, default: true}
+author: pgmigrate maintainers
+"""
+
+EXAMPLES = r"""
+- name: Back up the target before the migration
+  pg_backup:
+    action: create
+    connection: "{{ migration_target }}"
+    label: target
+    path: "{{ backup_dir }}/20250617T120000Z/target-cdp@db.example.com-5432"
+    kinds: [schema-only, data-only, complete]
+    jobs: 4
+
+- name: Verify it
+  pg_backup:
+    action: verify
+    path: "{{ backup_dir }}/latest/target-cdp@db.example.com-5432/complete"
+
+- name: Restore the target from it
+  pg_backup:
+    action: restore
+    connection: "{{ migration_target }}"
+    path: "{{ backup_dir }}/latest/target-cdp@db.example.com-5432/complete"
+    jobs: 4
+"""
+
+RETURN = r"""
+inspection: {description: "inspect: label, database, server_version, database_bytes, estimated_bytes, free_bytes, free_bytes_at, pg_dump.", returned: inspect, type: dict}
+backups: {description: "create: each backup's kind, path, files, bytes, seconds.", returned: create, type: list}
+tables: {description: "create: tables counted; check_counts: tables found.", returned: create, check_counts, type: int}
+rows: {description: "create: rows in the snapshot; check_counts: rows found.", returned: create, check_counts, type: int}
+snapshot: {description: The exported snapshot all the dumps were taken from., returned: create, type: str}
+warnings_from_tools: {description: pg_dump's or pg_restore's messages (e.g. circular foreign keys)., returned: create, restore, type: list}
+verification: {description: "verify with I(path): its path, kind, ok, problems, record (label, database, run_id, finished_at, bytes, rows...).", returned: verify, type: dict}
+verifications: {description: "verify: the same for every backup checked.", returned: verify, type: list}
+removed: {description: "prune: the backups removed.", returned: prune, type: list}
+kept: {description: "prune: the backups kept.", returned: prune, type: list}
+restore: {description: "restore: path, database, existed, sessions_terminated, seconds, backup.", returned: restore, type: dict}
+differences: {description: "check_counts: tables whose row count differs from the backup's.", returned: check_counts, type: list}
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible.module_utils.pgmigrate import backup
+    from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
+    IMPORT_ERROR = None
+except ImportError:
+    IMPORT_ERROR = traceback.format_exc()
+
+NEEDS_CONNECTION = ("inspect", "create", "restore", "check_counts")
+
+
+def run(module):
+    params = module.params
+    action, path = params["action"], params["path"]
+    connection = clean_connection(params["connection"])
+    if action == "inspect":
+        return {"changed": False, "inspection": backup.inspect(connection, params["label"], path, params["kinds"],
+                                                               params["pg_bin_dir"])}
+    if action == "create":
+        created = backup.create_backup(connection, params["label"], path, params["kinds"], params["jobs"],
+                                       params["run_id"], params["pg_bin_dir"], module.check_mode)
+        warnings = created.pop("warnings")
+        return {"changed": True, **created, "warnings_from_tools": warnings}
+    if action == "verify":
+        verifications = [backup.verify_backup(one, params["pg_bin_dir"]) for one in ([path] if path else [])
+                         + (params["paths"] or [])]
+        failed = [one for one in verifications if not one["ok"]]
+        result = {"verification": verifications[0] if path else None, "verifications": verifications}
+        if failed:
+            module.fail_json(msg=" ".join(f"Backup {one['path']} does not verify: " + "; ".join(one["problems"]) + "."
+                                          for one in failed), **result)
+        return {"changed": False, **result}
+    if action == "prune":
+        pruned = backup.prune(path, params["key"], params["keep"], module.check_mode)
+        return {"changed": bool(pruned["removed"]), **pruned}
+    if action == "restore":
+        restored = backup.restore(connection, path, params["jobs"], params["maintenance_db"],
+                                  params["terminate_connections"], params["no_owner"], params["no_privileges"],
+                                  params["analyze"], params["pg_bin_dir"], module.check_mode)
+        warnings = restored.pop("warnings")
+        return {"changed": True, "restore": restored, "warnings_from_tools": warnings}
+    differences, tables, rows = backup.compare_counts(connection, path)
+    return {"changed": False, "differences": differences, "tables": tables, "rows": rows}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "action": {"type": "str", "required": True,
+                       "choices": ["inspect", "create", "verify", "prune", "restore", "check_counts"]},
+            "connection": connection_argument(required=False),
+            "label": {"type": "str", "default": "database"},
+            "path": {"type": "path"},
+            "paths": {"type": "list", "elements": "path"},
+            "kinds": {"type": "list", "elements": "str", "default": ["schema-only", "data-only", "complete"],
+                      "choices": ["schema-only", "data-only", "complete"]},
+            "jobs": {"type": "int", "default": 2},
+            "run_id": {"type": "str", "default": ""},
+            "key": {"type": "str"},
+            "keep": {"type": "int", "default": 3},
+            "pg_bin_dir": {"type": "path"},
+            "maintenance_db": {"type": "str", "default": "postgres"},
+            "terminate_connections": {"type": "bool", "default": True},
+            "no_owner": {"type": "bool", "default": False},
+            "no_privileges": {"type": "bool", "default": False},
+            "analyze": {"type": "bool", "default": True},
+        },
+        required_if=[("action", action, ["connection", "path"]) for action in NEEDS_CONNECTION]
+        + [("action", "prune", ["path", "key"]), ("action", "verify", ["path", "paths"], True)],
+        supports_check_mode=True,
+    )
+    if IMPORT_ERROR:
+        module.fail_json(msg="pg_backup needs psycopg2 (pip install psycopg2-binary)", exception=IMPORT_ERROR)
+    try:
+        result = run(module)
+    except backup.BackupError as error:
+        module.fail_json(msg=str(error), changed=isinstance(error, backup.PartialRestoreError))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,648 @@
+"""Backups of a database with pg_dump, their checksum manifests, verification, retention and restore.
+
+One backup run of one database makes up to three *backups* (the plan's phase 2), each a directory
+of its own so that each can be verified, kept or removed on its own:
+
+    <run dir>/<database key>/schema-only/  schema.sql   plain SQL, --schema-only --no-owner --no-privileges
+                            /data-only/    data.sql     plain SQL, --data-only --no-owner --no-privileges
+                            /complete/     dump/        directory format (pg_dump -Fd -j N): everything
+    each with backup.json (what, where from, when, exact row counts) and SHA256SUMS (sha256sum format).
+
+All three are taken from one exported snapshot, and the row counts recorded in backup.json are
+counted inside that same snapshot: they are exactly what the backup holds, even while the database
+takes writes. SHA256SUMS is written last: a backup directory without it never finished.
+
+Passwords reach pg_dump and pg_restore through their environment only (never their command line),
+psycopg2 through its connect() arguments. Every file and directory is created private (umask 077).
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+import psycopg2
+from psycopg2 import sql
+
+from .connection import connect, describe, friendly_connect_error, libpq_environment
+from .schema import find_tool
+
+KINDS = ("schema-only", "data-only", "complete")
+# Kinds that hold the table data (the others hold only the schema).
+DATA_KINDS = ("data-only", "complete")
+PLAIN_FILES = {"schema-only": "schema.sql", "data-only": "data.sql"}
+ARCHIVE_DIR = "dump"
+MANIFEST = "SHA256SUMS"
+RECORD = "backup.json"
+LATEST = "latest"
+FORMAT_VERSION = 1
+DUMP_COMPLETE_MARKER = "-- PostgreSQL database dump complete"
+# The schema-only dump is small but not nothing: this share of the database size, at least 1 MiB.
+SCHEMA_ONLY_SHARE = 0.01
+CHUNK = 1024 * 1024
+APPLICATION_NAME = "pgmigrate-backup"
+
+# Tables whose rows a dump holds: ordinary tables and partitions in user schemas, extension members
+# excepted (CREATE EXTENSION makes those). FROM ONLY keeps inheritance children out of a parent's count.
+USER_TABLES_SQL = """
+    SELECT n.nspname, c.relname
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind = 'r'
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+       AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+     ORDER BY 1, 2
+"""
+
+
+class BackupError(Exception):
+    """A backup, a verification or a restore cannot go on: the message says what and where."""
+
+
+class PartialRestoreError(BackupError):
+    """The restore failed after the database was dropped: it is missing or partly restored."""
+
+
+# ----------------------------------------------------------------------------------- helpers ----
+def _now():
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def variable_name(label):
+    return f"migration_{label}" if label in ("source", "target") else str(label)
+
+
+def _connect(params, label, **kwargs):
+    try:
+        return connect(params, application_name=APPLICATION_NAME, **kwargs)
+    except psycopg2.Error as error:
+        raise BackupError(friendly_connect_error(error, params, variable_name(label))) from None
+
+
+def tool(name, pg_bin_dir=None):
+    """Path of a PostgreSQL client program: from pg_bin_dir if given, else the newest installed."""
+    if pg_bin_dir:
+        path = os.path.join(pg_bin_dir, name)
+        if not os.access(path, os.X_OK):
+            raise BackupError(f"{name} not found in {pg_bin_dir}: fix backup_pg_bin_dir or leave it empty")
+        return path
+    try:
+        return find_tool(name)
+    except Exception as error:  # schema.ToolError
+        raise BackupError(str(error)) from None
+
+
+def tool_version(path):
+    """(major version, full version text) of a PostgreSQL client program."""
+    text = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    match = re.search(r"\) (\d+)(?:\.(\d+))?", text)
+    if not match:
+        raise BackupError(f"cannot read the version of {path}: {text!r}")
+    major = int(match[1])
+    return (major if major >= 10 else float(f"{major}.{match[2]}")), text
+
+
+def server_major(version_num):
+    return version_num // 10000 if version_num >= 100000 else version_num / 10000
+
+
+def human_bytes(count):
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+def estimate_bytes(database_bytes, kinds):
+    """Disk space the backups of one database may need, before any safety factor.
+
+    pg_database_size counts heap, TOAST and indexes; a dump holds no index and the directory format is
+    compressed, so each kind holding data is estimated at the database's size (the safety factor covers
+    the odd plain dump larger than its tables, e.g. bytea written as hex); the schema-only one at a small share.
+    """
+    total = 0
+    for kind in kinds:
+        if kind in DATA_KINDS:
+            total += database_bytes
+        else:
+            total += max(CHUNK, int(database_bytes * SCHEMA_ONLY_SHARE))
+    return total
+
+
+def free_bytes(path):
+    """(free bytes, directory measured) at path, or at its nearest existing parent when it does not exist."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    return shutil.disk_usage(probe).free, probe
+
+
+# ----------------------------------------------------------------------------------- inspect ----
+def inspect(params, label, path, kinds, pg_bin_dir=None):
+    """Read-only pre-checks of one database: reachable, its size, the client tools fit its server."""
+    conn = _connect(params, label)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_setting('server_version'), current_setting('server_version_num')::int,"
+                        " pg_database_size(current_database())")
+            version, version_num, size = cur.fetchone()
+        conn.rollback()
+    finally:
+        conn.close()
+    dump_path = tool("pg_dump", pg_bin_dir)
+    restore_path = tool("pg_restore", pg_bin_dir)
+    dump_major, dump_version = tool_version(dump_path)
+    if dump_major < server_major(version_num):
+        raise BackupError(
+            f"{dump_path} ({dump_version}) cannot dump the {label} server {describe(params)} (PostgreSQL {version}): "
+            f"install the PostgreSQL {server_major(version_num)} client or set backup_pg_bin_dir to it")
+    free, measured = free_bytes(path)
+    return {
+        "label": label,
+        "database": describe(params),
+        "server_version": version,
+        "server_version_num": version_num,
+        "database_bytes": size,
+        "estimated_bytes": estimate_bytes(size, kinds),
+        "free_bytes": free,
+        "free_bytes_at": measured,
+        "pg_dump": dump_path,
+        "pg_dump_version": dump_version,
+        "pg_restore": restore_path,
+    }
+
+
+# ---------------------------------------------------------------------------------- manifest ----
+def _files(directory):
+    """Relative paths of every file below directory, sorted; symlinks are not followed."""
+    found = []
+    for root, dirs, names in os.walk(directory):
+        dirs.sort()
+        for name in names:
+            found.append(os.path.relpath(os.path.join(root, name), directory))
+    return sorted(found)
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(unit):
+    """Write SHA256SUMS (the format of `sha256sum`, so `sha256sum -c SHA256SUMS` checks it too)."""
+    lines = [f"{sha256_file(os.path.join(unit, name))}  {name}\n" for name in _files(unit) if name != MANIFEST]
+    temporary = os.path.join(unit, MANIFEST + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.writelines(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, os.path.join(unit, MANIFEST))
+    return len(lines)
+
+
+def read_manifest(unit):
+    entries = {}
+    with open(os.path.join(unit, MANIFEST), encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            match = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)\n?", line)
+            if not match:
+                raise BackupError(f"{MANIFEST} line {number} is not '<sha256>  <file>'")
+            entries[match[2]] = match[1]
+    return entries
+
+
+def verify_manifest(unit):
+    """Problems found comparing the files of a backup with its manifest ([] when they all match)."""
+    if not os.path.isfile(os.path.join(unit, MANIFEST)):
+        return [f"no {MANIFEST} in {unit}: the backup never finished, or its manifest was removed"]
+    try:
+        expected = read_manifest(unit)
+    except (BackupError, UnicodeDecodeError) as error:
+        return [f"{MANIFEST} is unreadable: {error}"]
+    problems = []
+    present = set(_files(unit)) - {MANIFEST}
+    for name, digest in sorted(expected.items()):
+        path = os.path.join(unit, name)
+        if name not in present:
+            problems.append(f"{name} is missing")
+            continue
+        found = sha256_file(path)
+        if found != digest:
+            problems.append(f"{name} does not match its checksum (sha256 {found}, manifest says {digest})")
+    problems += [f"{name} is not in the manifest" for name in sorted(present - set(expected))]
+    if RECORD not in expected:
+        problems.append(f"{RECORD} is not in the manifest")
+    return problems
+
+
+# ------------------------------------------------------------------------------- verification ----
+def plain_dump_problems(path):
+    """A plain SQL dump must be non-empty and end with pg_dump's 'dump complete' marker."""
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        return [f"{name} is missing"]
+    size = os.path.getsize(path)
+    if size == 0:
+        return [f"{name} is empty"]
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - 64 * 1024))
+        tail = handle.read().decode("utf-8", errors="replace")
+    position = tail.rfind(DUMP_COMPLETE_MARKER)
+    # After the marker pg_dump writes only comment dashes, blank lines and psql's \unrestrict line.
+    rest = tail[position + len(DUMP_COMPLETE_MARKER):].splitlines() if position >= 0 else None
+    if rest is None or any(line.strip() not in ("", "--") and not line.startswith("\\unrestrict ") for line in rest):
+        return [f"{name} does not end with pg_dump's '{DUMP_COMPLETE_MARKER}' marker: the dump is truncated"]
+    return []
+
+
+def archive_problems(directory, pg_bin_dir=None):
+    """A directory-format archive must list with pg_restore --list, and each table's data file exist."""
+    if not os.path.isfile(os.path.join(directory, "toc.dat")):
+        return [f"{ARCHIVE_DIR}/toc.dat is missing"]
+    result = subprocess.run([tool("pg_restore", pg_bin_dir), "--list", directory],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return [f"pg_restore --list {ARCHIVE_DIR} failed: {result.stderr.strip()[-1000:]}"]
+    files = set(os.listdir(directory))
+    problems = []
+    for match in re.finditer(r"^(\d+); \d+ \d+ TABLE DATA (.*)$", result.stdout, re.MULTILINE):
+        if not any(name == f"{match[1]}.dat" or name.startswith(f"{match[1]}.dat.") for name in files):
+            problems.append(f"{ARCHIVE_DIR}/{match[1]}.dat* (data of {match[2].rsplit(' ', 1)[0]}) is missing")
+    return problems
+
+
+def read_record(unit):
+    try:
+        with open(os.path.join(unit, RECORD), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:
+        raise BackupError(f"cannot read {os.path.join(unit, RECORD)}: {error}") from None
+
+
+def verify_backup(unit, pg_bin_dir=None):
+    """Check a backup: its manifest first, then its content. Returns {path, kind, ok, problems, record}."""
+    unit = os.path.realpath(unit)  # what a latest/ symlink designates
+    if not os.path.isdir(unit):
+        return {"path": unit, "kind": None, "ok": False, "problems": [f"{unit} does not exist"], "record": {}}
+    problems = verify_manifest(unit)
+    record = {}
+    if not problems:
+        record = read_record(unit)
+        kind = record.get("kind")
+        if kind == "complete":
+            problems += archive_problems(os.path.join(unit, ARCHIVE_DIR), pg_bin_dir)
+        elif kind in PLAIN_FILES:
+            problems += plain_dump_problems(os.path.join(unit, PLAIN_FILES[kind]))
+        else:
+            problems.append(f"{RECORD} names an unknown kind of backup {kind!r}")
+    summary = {key: record.get(key) for key in ("label", "kind", "database", "run_id", "finished_at", "bytes",
+                                                 "files", "snapshot", "server_version")}
+    if "tables" in record:
+        summary["table_count"] = len(record["tables"])
+        summary["rows"] = sum(table["rows"] for table in record["tables"])
+    return {"path": unit, "kind": record.get("kind"), "ok": not problems, "problems": problems, "record": summary}
+
+
+# ------------------------------------------------------------------------------------- create ----
+def count_rows(conn):
+    """Exact row count of every user table, in the connection's transaction: [{schema, table, rows}]."""
+    with conn.cursor() as cur:
+        cur.execute(USER_TABLES_SQL)
+        tables = cur.fetchall()
+        counts = []
+        for schema, name in tables:
+            cur.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(schema, name)))
+            counts.append({"schema": schema, "table": name, "rows": cur.fetchone()[0]})
+    return counts
+
+
+def dump_arguments(kind, unit, pg_dump, snapshot, jobs):
+    if kind == "complete":
+        # Owners and privileges stay in the archive so that a restore is exact; pg_restore can leave them out.
+        return [pg_dump, "--format=directory", f"--jobs={jobs}", f"--snapshot={snapshot}",
+                f"--file={os.path.join(unit, ARCHIVE_DIR)}"]
+    flag = "--schema-only" if kind == "schema-only" else "--data-only"
+    return [pg_dump, flag, "--no-owner", "--no-privileges", "--format=plain", f"--snapshot={snapshot}",
+            f"--file={os.path.join(unit, PLAIN_FILES[kind])}"]
+
+
+def _tree_size(directory):
+    files = _files(directory)
+    return len(files), sum(os.path.getsize(os.path.join(directory, name)) for name in files)
+
+
+def _write_json(path, data):
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _finish_dump(process, stderr_file, kind, params):
+    process.wait()
+    stderr_file.seek(0)
+    message = stderr_file.read().decode(errors="replace").strip()
+    if process.returncode != 0:
+        raise BackupError(f"pg_dump ({kind}) of {describe(params)} failed: {message[-2000:]}")
+    return [line for line in message.splitlines() if line.strip()]
+
+
+def create_backup(params, label, path, kinds, jobs=2, run_id="", pg_bin_dir=None, check_mode=False):
+    """Dump one database into path/<kind>/ for each kind, all from one snapshot, with exact row counts.
+
+    Returns {"backups": [{kind, path, files, bytes, seconds}], "tables", "rows", "snapshot", "warnings"}.
+    A backup directory that already holds files is refused; on failure what this call created is removed.
+    """
+    kinds = [kind for kind in KINDS if kind in kinds]  # the plan's order, no duplicates
+    path = os.path.abspath(path)
+    units = {kind: os.path.join(path, kind) for kind in kinds}
+    for unit in units.values():
+        if os.path.exists(unit) and os.listdir(unit):
+            raise BackupError(f"{unit} already holds files: a backup is never written over another one")
+    if check_mode:
+        return {"backups": [{"kind": kind, "path": unit} for kind, unit in units.items()], "tables": 0,
+                "rows": 0, "snapshot": None, "warnings": []}
+    pg_dump = tool("pg_dump", pg_bin_dir)
+    _major, dump_version = tool_version(pg_dump)
+    holder = _connect(params, label)
+    previous_umask = os.umask(0o077)
+    created = []
+    try:
+        for unit in units.values():
+            if not os.path.isdir(unit):
+                os.makedirs(unit, mode=0o700)
+                created.append(unit)
+        # The snapshot every dump and the row counts share: held open until the last dump has finished.
+        holder.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with holder.cursor() as cur:
+            cur.execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0;"
+                        " SET row_security = off")
+            cur.execute("SELECT pg_export_snapshot(), current_setting('server_version'),"
+                        " current_setting('server_version_num')::int, pg_database_size(current_database())")
+            snapshot, server_version, server_version_num, database_bytes = cur.fetchone()
+        started_at = _now()
+        env = libpq_environment(params, APPLICATION_NAME)
+        results = {}
+        warnings = []
+        # Row counts only matter to the backups holding data: None means "not counted (yet)".
+        tables = None if any(kind in DATA_KINDS for kind in kinds) else []
+        # The complete dump (parallel, the longest) runs while this connection counts the rows.
+        order = sorted(kinds, key=lambda kind: kind != "complete")
+        for kind in order:
+            began = time.monotonic()
+            arguments = dump_arguments(kind, units[kind], pg_dump, snapshot, jobs)
+            with tempfile.TemporaryFile() as stderr_file:
+                process = subprocess.Popen(arguments, env=env, stdout=subprocess.DEVNULL, stderr=stderr_file)
+                try:
+                    if tables is None:
+                        tables = count_rows(holder)
+                finally:
+                    warnings += [f"{kind}: {line}" for line in _finish_dump(process, stderr_file, kind, params)]
+            results[kind] = {"seconds": round(time.monotonic() - began, 3), "options": arguments[1:]}
+        finished_at = _now()
+        backups = []
+        for kind in kinds:
+            unit = units[kind]
+            files, size = _tree_size(unit)
+            record = {
+                "format_version": FORMAT_VERSION,
+                "label": label,
+                "kind": kind,
+                "format": "directory" if kind == "complete" else "plain",
+                "content": ARCHIVE_DIR if kind == "complete" else PLAIN_FILES[kind],
+                "database": {key: params.get(key) for key in ("host", "port", "dbname", "user")},
+                "server_version": server_version,
+                "server_version_num": server_version_num,
+                "database_bytes": database_bytes,
+                "pg_dump_version": dump_version,
+                "pg_dump_options": [option for option in results[kind]["options"]
+                                    if not option.startswith(("--file=", "--snapshot="))],
+                "snapshot": snapshot,
+                "run_id": run_id,
+                "started_at": started_at,
+                "finished_at": finished_at,
+                "seconds": results[kind]["seconds"],
+                "files": files,
+                "bytes": size,
+            }
+            if kind in DATA_KINDS:
+                record["tables"] = tables
+            _write_json(os.path.join(unit, RECORD), record)
+            write_manifest(unit)
+            backups.append({"kind": kind, "path": unit, "files": files + 2, "bytes": size,
+                            "seconds": results[kind]["seconds"]})
+        holder.rollback()
+    except psycopg2.Error as error:
+        _remove(created)
+        raise BackupError(f"backup of {describe(params)} failed: {str(error).strip()}") from None
+    except BaseException:
+        _remove(created)
+        raise
+    finally:
+        holder.close()
+        os.umask(previous_umask)
+    return {"backups": backups, "tables": len(tables or []), "rows": sum(t["rows"] for t in tables or []),
+            "snapshot": snapshot, "warnings": warnings}
+
+
+def _remove(directories):
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
+    for parent in {os.path.dirname(directory) for directory in directories}:
+        try:
+            os.rmdir(parent)  # only when empty
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------------- retention ----
+def _finished_at(unit):
+    try:
+        return read_record(unit).get("finished_at") or ""
+    except BackupError:
+        return ""
+
+
+def prune(backup_dir, key, keep, check_mode=False):
+    """Keep the `keep` newest finished backups of database `key` per kind; remove the older ones.
+
+    A backup directory without a manifest (a killed run) older than the oldest kept one goes too.
+    What a `latest` pointer designates is never removed. Emptied run directories are removed.
+    """
+    if keep < 1:
+        raise BackupError("backup_keep must be at least 1: the newest backup is what a rollback restores")
+    backup_dir = os.path.realpath(backup_dir)
+    if not os.path.isdir(backup_dir):
+        return {"removed": [], "kept": []}
+    protected = set()
+    latest_dir = os.path.join(backup_dir, LATEST, key)
+    if os.path.isdir(latest_dir):
+        protected = {os.path.realpath(os.path.join(latest_dir, name)) for name in os.listdir(latest_dir)}
+    removed, kept = [], []
+    for kind in KINDS:
+        finished, unfinished = [], []
+        for run in sorted(os.listdir(backup_dir)):
+            unit = os.path.join(backup_dir, run, key, kind)
+            if run == LATEST or os.path.islink(unit) or not os.path.isdir(unit):
+                continue
+            if os.path.isfile(os.path.join(unit, MANIFEST)):
+                finished.append((_finished_at(unit), run, unit))
+            else:
+                unfinished.append((os.path.getmtime(unit), unit))
+        finished.sort(reverse=True)
+        keeping = finished[:keep]
+        kept += [unit for _at, _run, unit in keeping]
+        doomed = [unit for _at, _run, unit in finished[keep:]]
+        if keeping:
+            oldest_kept = min(os.path.getmtime(unit) for _at, _run, unit in keeping)
+            doomed += [unit for mtime, unit in unfinished if mtime < oldest_kept]
+        for unit in doomed:
+            if os.path.realpath(unit) in protected or not os.path.realpath(unit).startswith(backup_dir + os.sep):
+                kept.append(unit)
+                continue
+            removed.append(unit)
+            if not check_mode:
+                shutil.rmtree(unit)
+    if not check_mode:
+        for unit in removed:
+            for parent in (os.path.dirname(unit), os.path.dirname(os.path.dirname(unit))):
+                try:
+                    os.rmdir(parent)  # the database's and the run's directories, once empty
+                except OSError:
+                    break
+    return {"removed": removed, "kept": sorted(kept)}
+
+
+# ------------------------------------------------------------------------------------ restore ----
+def restore(params, unit, jobs=2, maintenance_db="postgres", terminate_connections=True, no_owner=False,
+            no_privileges=False, analyze=True, pg_bin_dir=None, check_mode=False):
+    """Replace the target database by the one in a complete backup.
+
+    The database is dropped and recreated by pg_restore --create from the archive, which brings back
+    everything the backup holds, database-level settings, comment and privileges included, and nothing
+    that was added since (schemas, extensions, event triggers, publications, ...). Refused unless the
+    backup verifies. Returns what was done.
+    """
+    verification = verify_backup(unit, pg_bin_dir)
+    if not verification["ok"]:
+        raise BackupError(f"Refusing to restore from {verification['path']}: the backup does not verify: "
+                          + "; ".join(verification["problems"]))
+    unit = verification["path"]
+    record = read_record(unit)
+    dbname = params["dbname"]
+    if record.get("kind") != "complete":
+        raise BackupError(f"Refusing to restore from {unit}: it is a {record.get('kind')} backup; "
+                          "only a complete backup restores a database")
+    if record["database"]["dbname"] != dbname:
+        raise BackupError(f"Refusing to restore from {unit}: it is a backup of database "
+                          f"{record['database']['dbname']!r}, not {dbname!r}")
+    if maintenance_db == dbname:
+        raise BackupError(f"the maintenance database cannot be {dbname!r}, the database being restored: "
+                          "set backup_restore_maintenance_db to another database (e.g. template1)")
+    admin_params = {**params, "dbname": maintenance_db}
+    admin = _connect(admin_params, "target", autocommit=True)
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT rolsuper, rolcreatedb, current_setting('server_version_num')::int"
+                        " FROM pg_roles WHERE rolname = current_user")
+            superuser, createdb, version_num = cur.fetchone()
+            cur.execute("SELECT pg_has_role(current_user, datdba, 'USAGE') FROM pg_database WHERE datname = %s",
+                        (dbname,))
+            row = cur.fetchone()
+            exists, owner = row is not None, bool(row and row[0])
+            if not (superuser or createdb):
+                raise BackupError(f"{params['user']} may not create databases (CREATEDB) on {describe(params)}: "
+                                  "the restore recreates the database; use a role with CREATEDB or a superuser")
+            if exists and not (superuser or owner):
+                raise BackupError(f"{params['user']} may not drop database {dbname} (only its owner or a "
+                                  "superuser may): the restore recreates the database")
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                        (dbname,))
+            sessions = cur.fetchone()[0]
+            if sessions and not terminate_connections:
+                raise BackupError(f"{sessions} sessions are connected to {dbname}: stop the application "
+                                  "(maintenance mode) or set backup_restore_terminate_connections=true")
+            result = {"path": unit, "database": describe(params), "existed": exists, "sessions_terminated": 0,
+                      "backup": verification["record"], "seconds": 0.0, "warnings": []}
+            if check_mode:
+                result["sessions_terminated"] = sessions
+                return result
+            began = time.monotonic()
+            name = sql.Identifier(dbname)
+            if exists:
+                if terminate_connections and version_num >= 130000:
+                    cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(name))
+                else:
+                    if terminate_connections:
+                        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                    " WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+                    cur.execute(sql.SQL("DROP DATABASE {}").format(name))
+            result["sessions_terminated"] = sessions
+    except psycopg2.Error as error:
+        raise BackupError(f"cannot drop database {dbname} on {describe(params)}: {str(error).strip()}") from None
+    finally:
+        admin.close()
+    arguments = [tool("pg_restore", pg_bin_dir), "--create", f"--dbname={maintenance_db}", f"--jobs={jobs}"]
+    arguments += ["--no-owner"] if no_owner else []
+    arguments += ["--no-privileges"] if no_privileges else []
+    arguments.append(os.path.join(unit, ARCHIVE_DIR))
+    completed = subprocess.run(arguments, env=libpq_environment(admin_params, APPLICATION_NAME),
+                               capture_output=True, text=True, check=False)
+    messages = [line for line in completed.stderr.splitlines() if line.strip()]
+    if completed.returncode != 0:
+        raise PartialRestoreError(f"pg_restore into {describe(params)} failed (the database may be partly restored: "
+                          f"fix the cause and run the restore again): {' | '.join(messages)[-3000:]}")
+    result["warnings"] = messages
+    if analyze:
+        conn = _connect(params, "target", autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("ANALYZE")
+        except psycopg2.Error as error:
+            raise PartialRestoreError(f"ANALYZE of the restored {describe(params)} failed: {error}") from None
+        finally:
+            conn.close()
+    result["seconds"] = round(time.monotonic() - began, 3)
+    return result
+
+
+def compare_counts(params, unit):
+    """Exact row counts of the database against those recorded in a backup: (differences, tables, rows)."""
+    record = read_record(os.path.abspath(unit))
+    if "tables" not in record:
+        raise BackupError(f"{unit} records no row counts (a {record.get('kind')} backup)")
+    expected = {(table["schema"], table["table"]): table["rows"] for table in record["tables"]}
+    conn = _connect(params, "target")
+    try:
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with conn.cursor() as cur:
+            cur.execute("SET row_security = off")
+        actual = {(table["schema"], table["table"]): table["rows"] for table in count_rows(conn)}
+        conn.rollback()
+    finally:
+        conn.close()
+    differences = []
+    for key in sorted(set(expected) | set(actual)):
+        name = ".".join(key)
+        if key not in actual:
+            differences.append(f"{name}: missing (the backup holds {expected[key]} rows)")
+        elif key not in expected:
+            differences.append(f"{name}: not in the backup ({actual[key]} rows)")
+        elif expected[key] != actual[key]:
+            differences.append(f"{name}: {actual[key]} rows, the backup holds {expected[key]}")
+    return differences, len(actual), sum(actual.values())
