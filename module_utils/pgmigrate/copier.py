@@ -765,16 +765,32 @@ class Engine:
             return [(0, f"post:{e['key']}", self._post_data_job(e))
                     for e in entries_by_table.get(table_name, []) if f"post:{e['key']}" not in self.done]
 
+        # A table is analyzed as soon as its data and its indexes are in, while other tables still
+        # copy (as pgcopydb does), instead of in a tail of its own at the end.
+        table_of_entry = {f"post:{e['key']}": name for name, es in entries_by_table.items() for e in es}
+        pending_indexes = {t["table"]: len(index_jobs(t["table"])) for t in tables}
+
+        def analyze_jobs(table_name):
+            return [self._analyze_job(table_name)] if opts["analyze"] and \
+                f"analyze:{table_name}" not in self.done else []
+
         for table_plan in tables:
             if remaining_parts[table_plan["table"]] == 0:
-                jobs.extend(index_jobs(table_plan["table"]))
+                pending = index_jobs(table_plan["table"])
+                jobs.extend(pending or analyze_jobs(table_plan["table"]))
 
         lock = threading.Lock()
 
         def on_done(key, result):
+            if key.startswith("analyze:"):
+                return []
             if key.startswith("post:"):
                 self.progress.job_done(key[5:])
-                return []
+                table_name = table_of_entry.get(key)
+                with lock:
+                    pending_indexes[table_name] -= 1
+                    ready = pending_indexes[table_name] == 0
+                return analyze_jobs(table_name) if ready else []
             part_id = key[5:]
             table_name = result["table"]
             self.results[part_id] = result
@@ -782,7 +798,9 @@ class Engine:
             with lock:
                 remaining_parts[table_name] -= 1
                 finished = remaining_parts[table_name] == 0
-            return index_jobs(table_name) if finished else []
+            if not finished:
+                return []
+            return index_jobs(table_name) or analyze_jobs(table_name)
 
         if copy_mode:
             self._run_jobs(jobs, on_done)
@@ -918,22 +936,24 @@ class Engine:
             conn.commit()
         conn.close()
 
-    def _phase_analyze(self):
-        self._enter_phase("analyze", "collecting planner statistics on the target")
-        jobs = []
-        for table_plan in self.plan["tables"]:
-            key = f"analyze:{table_plan['table']}"
-            if key in self.done:
-                continue
+    def _analyze_job(self, table_name):
+        key = f"analyze:{table_name}"
 
-            def run(worker, conn, name=table_plan["table"], key=key):
-                with conn.cursor() as cur:
-                    cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(name)))
-                    state.mark_done(cur, self.run_id, key, worker=worker)
-                conn.commit()
-                return {}
-            jobs.append((0, key, run))
-        self._run_jobs(jobs)
+        def run(worker, conn):
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(table_name)))
+                state.mark_done(cur, self.run_id, key, worker=worker)
+            conn.commit()
+            self.done[key] = {}
+            return {}
+        return (0.5, key, run)
+
+    def _phase_analyze(self):
+        """What the data phase did not analyze yet (existing mode, or a resumed run)."""
+        jobs = [self._analyze_job(t["table"]) for t in self.plan["tables"] if f"analyze:{t['table']}" not in self.done]
+        if jobs:
+            self._enter_phase("analyze", f"collecting planner statistics on {len(jobs)} table(s)")
+            self._run_jobs(jobs)
 
     # ------------------------------------------------------------------ summary --------------
     def _summary(self, status, started):
