@@ -85,7 +85,12 @@ start_server() {
     say "$name server already running on 127.0.0.1:$port"
   else
     say "starting the $name server on 127.0.0.1:$port"
-    as_server "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
+    if ! as_server "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null; then
+      echo "[embedded-pg] ERROR: the $name server did not start; its log says:" >&2
+      grep -E "FATAL|ERROR|HINT" "$dir/server.log" | tail -n 3 >&2
+      echo "[embedded-pg] If the port is taken, choose others: PGM_SOURCE_PORT=... PGM_TARGET_PORT=..." >&2
+      exit 1
+    fi
   fi
   ensure_database "$name"
 }
