@@ -161,3 +161,30 @@ def test_validate_yml_fails_naming_the_check_and_table_and_links_the_reports(cdp
     assert str(deleted) in page and "missing in target" in page
     for secret in (src["password"], dst["password"]):
         assert secret not in result.stdout and secret not in page
+
+
+def test_a_failed_validation_rolls_back_by_itself_and_fails_the_run(cdp_pair, tmp_path):
+    """Validation fails (here: a representative query cannot meet an impossible limit); migrate.yml
+    restores the target from its pre-migration backup, says so, and exits non-zero."""
+    src, dst = cdp_pair
+    conn = connect(dst)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE keep_me (note text); INSERT INTO keep_me VALUES ('pre-migration state')")
+    conn.commit()
+    conn.close()
+    inventory = write_inventory(tmp_path, src, dst, {
+        "migration_target_overwrite": True,
+        "validation_performance_queries": [{"name": "impossible", "sql": "SELECT pg_sleep(0.2)"}],
+        "validation_query_limit_seconds": 0.01,
+    })
+    result = playbook(inventory)
+    assert result.returncode != 0
+    assert "query_performance (impossible)" in result.stdout
+    assert "The migration was rolled back" in result.stdout
+    conn = connect(dst)
+    with conn.cursor() as cur:
+        cur.execute("SELECT note FROM keep_me")
+        assert cur.fetchall() == [("pre-migration state",)]
+        cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert cur.fetchone()[0] == 1, "the copied tables must be gone after the data rollback"
+    conn.close()

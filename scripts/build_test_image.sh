@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Build the systemd host image the Molecule scenarios boot: Debian 12 made with debootstrap and
+# imported into podman (no registry, no Docker), named localhost/pgmigrate-systemd:bookworm.
+#
+#   scripts/build_test_image.sh            build it unless podman already has it
+#   scripts/build_test_image.sh --rebuild  remove the image and the cached root file system, build again
+#
+# Idempotent: nothing is done when the image exists; the root file system is cached as a tarball
+# under .cache/test-image/, so a removed image is re-imported in seconds without debootstrap.
+# The cache is keyed on the recipe (suite, mirror, packages, customisation): change any and it is rebuilt.
+# Needs root (debootstrap) or a user with sudo; podman, runc and debootstrap come from scripts/install.sh.
+# Concurrent runs wait for each other (flock), so two scenarios never build at once.
+set -euo pipefail
+
+PROJECT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$PROJECT_DIR"
+say() { printf '[test-image] %s\n' "$*"; }
+
+IMAGE=${PGMIGRATE_TEST_IMAGE:-localhost/pgmigrate-systemd:bookworm}
+SUITE=bookworm
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# What the CDP application host needs: systemd as PID 1, python3 with psycopg2 for Ansible and the
+# stand-in application, nginx for the maintenance page, cron for scheduled jobs, curl for checks.
+PACKAGES=systemd,systemd-sysv,dbus,python3,python3-psycopg2,nginx-light,curl,cron,ca-certificates,iproute2,procps,sudo
+CACHE_DIR="$PROJECT_DIR/.cache/test-image"
+RECIPE_VERSION=1   # bump when customise_rootfs changes
+recipe_hash=$(printf '%s\n' "$RECIPE_VERSION" "$SUITE" "$MIRROR" "$PACKAGES" | sha256sum | cut -c1-12)
+TARBALL="$CACHE_DIR/pgmigrate-systemd-$SUITE-$recipe_hash.tar.gz"
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo -n); fi
+started=$(date +%s)
+elapsed() { echo "$(($(date +%s) - started)) s"; }
+
+rebuild=false
+case "${1:-}" in
+  "") ;;
+  --rebuild) rebuild=true ;;
+  *) echo "usage: $0 [--rebuild]" >&2; exit 2 ;;
+esac
+
+for tool in podman debootstrap tar gzip; do
+  command -v "$tool" >/dev/null || { echo "[test-image] ERROR: $tool is missing: run scripts/install.sh" >&2; exit 1; }
+done
+
+mkdir -p "$CACHE_DIR"
+# One build at a time on this machine; a second caller finds the image made by the first.
+exec 9>"$CACHE_DIR/.lock"
+flock 9
+
+if $rebuild; then
+  say "--rebuild: removing $IMAGE and the cached root file systems"
+  podman image rm -f "$IMAGE" >/dev/null 2>&1 || true
+  rm -f "$CACHE_DIR"/pgmigrate-systemd-*.tar.gz
+fi
+
+if podman image exists "$IMAGE"; then
+  say "$IMAGE exists: nothing to do (scripts/build_test_image.sh --rebuild builds it again)"
+  exit 0
+fi
+
+# The image boots systemd on the host's network (--network host): nothing may listen on a port by
+# itself, the machine id is made at first boot, and apt's caches are left out of the image.
+customise_rootfs() {
+  local root=$1
+  "${SUDO[@]}" rm -f "$root/etc/nginx/sites-enabled/default"
+  "${SUDO[@]}" sh -c ": > '$root/etc/machine-id'; rm -f '$root/var/lib/dbus/machine-id'"
+  "${SUDO[@]}" sh -c "rm -rf '$root'/var/cache/apt/archives/*.deb '$root'/var/lib/apt/lists/*_Packages"
+  # A container has no consoles, udev or time to synchronise.
+  "${SUDO[@]}" chroot "$root" systemctl mask getty@tty1.service console-getty.service \
+    systemd-udevd.service systemd-timesyncd.service >/dev/null 2>&1 || true
+}
+
+if [ ! -s "$TARBALL" ]; then
+  rootfs="$CACHE_DIR/rootfs.$$"
+  "${SUDO[@]}" rm -rf "$rootfs"
+  trap '"${SUDO[@]}" rm -rf "$rootfs" "$TARBALL.tmp"' EXIT
+  say "debootstrap --variant=minbase $SUITE from $MIRROR with: $PACKAGES (a minute or two)"
+  if ! "${SUDO[@]}" debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$MIRROR" \
+      > "$CACHE_DIR/debootstrap.log" 2>&1; then
+    tail -n 20 "$CACHE_DIR/debootstrap.log" >&2
+    echo "[test-image] ERROR: debootstrap failed (full log: $CACHE_DIR/debootstrap.log)" >&2
+    exit 1
+  fi
+  say "debootstrap done after $(elapsed); customising the root file system"
+  customise_rootfs "$rootfs"
+  say "caching the root file system as $TARBALL"
+  "${SUDO[@]}" tar --numeric-owner -C "$rootfs" -c . | gzip -1 > "$TARBALL.tmp"
+  mv "$TARBALL.tmp" "$TARBALL"
+  "${SUDO[@]}" rm -rf "$rootfs"
+  trap - EXIT
+  # Older recipes' tarballs are of no further use.
+  find "$CACHE_DIR" -maxdepth 1 -name 'pgmigrate-systemd-*.tar.gz' ! -path "$TARBALL" -delete
+else
+  say "reusing the cached root file system $TARBALL"
+fi
+
+say "importing $TARBALL as $IMAGE"
+podman import --quiet --change 'CMD ["/lib/systemd/systemd"]' --change 'STOPSIGNAL SIGRTMIN+3' \
+  "$TARBALL" "$IMAGE" >/dev/null
+say "built $IMAGE in $(elapsed) ($(podman image inspect --format '{{.Size}}' "$IMAGE" | numfmt --to=iec))"
