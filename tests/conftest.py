@@ -11,6 +11,7 @@ import uuid
 
 import psycopg2
 import pytest
+import yaml
 
 PROJECT_DIR = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR / "module_utils"))
@@ -84,3 +85,24 @@ def scratch():
 def db_pair(scratch, source_server, target_server):
     """A fresh empty source database and a fresh empty target database."""
     return scratch.create(source_server, "src"), scratch.create(target_server, "dst")
+
+
+def write_inventory(tmp_path, src=None, dst=None, extra=None):
+    """An inventory like inventories/local whose passwords come from files, as in production they
+    come from the vault: nothing secret in the inventory text or on a command line."""
+    inventory = tmp_path / "inventory"
+    group_vars = inventory / "group_vars" / "migration"
+    group_vars.mkdir(parents=True, exist_ok=True)
+    (inventory / "hosts.yml").write_text((PROJECT_DIR / "inventories" / "local" / "hosts.yml").read_text())
+    variables = {"migration_artifacts_dir": str(tmp_path / "artifacts")}
+    for name, params in (("migration_source", src), ("migration_target", dst)):
+        if params is None:
+            continue
+        secret = tmp_path / f"{name}.password"
+        secret.write_text(params["password"])
+        secret.chmod(0o600)
+        variables[name] = {k: v for k, v in params.items() if k != "password"}
+        variables[name]["password"] = "{{ lookup('ansible.builtin.file', '" + str(secret) + "') }}"
+    variables.update(extra or {})
+    (group_vars / "connections.yml").write_text(yaml.safe_dump(variables))
+    return inventory

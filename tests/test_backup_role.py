@@ -14,11 +14,10 @@ import time
 import uuid
 
 import pytest
-import yaml
 
 import dbcompare
 from cdp_reference import generate
-from conftest import PROJECT_DIR, connect
+from conftest import PROJECT_DIR, connect, write_inventory
 from pgmigrate import backup
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
@@ -46,26 +45,6 @@ RESTORE_PLAYBOOK = """
         name: backup
         tasks_from: restore
 """
-
-
-def write_inventory(tmp_path, src=None, dst=None, extra=None):
-    """Like inventories/local, passwords read from files (as from the vault): none in the inventory text."""
-    inventory = tmp_path / "inventory"
-    group_vars = inventory / "group_vars" / "migration"
-    group_vars.mkdir(parents=True, exist_ok=True)
-    (inventory / "hosts.yml").write_text((PROJECT_DIR / "inventories" / "local" / "hosts.yml").read_text())
-    variables = {"migration_artifacts_dir": str(tmp_path / "artifacts")}
-    for name, params in (("migration_source", src), ("migration_target", dst)):
-        if params is None:
-            continue
-        secret = tmp_path / f"{name}.password"
-        secret.write_text(params["password"])
-        secret.chmod(0o600)
-        variables[name] = {k: v for k, v in params.items() if k != "password"}
-        variables[name]["password"] = "{{ lookup('ansible.builtin.file', '" + str(secret) + "') }}"
-    variables.update(extra or {})
-    (group_vars / "connections.yml").write_text(yaml.safe_dump(variables))
-    return inventory
 
 
 def playbook_command(inventory, path="playbooks/backup.yml", extra_vars=None, *args):
