@@ -77,6 +77,45 @@ def _bucket_expression(key_columns, row_hash, alias="r"):
     return sql.SQL("(COALESCE({}, 0) & {})").format(source, sql.Literal(BUCKETS - 1))
 
 
+def uuid_key_column(key_columns, columns):
+    """The key column when the key is one uuid: its rows are then bucketed by the uuid's top 10 bits,
+    which follow the key's order, so a differing bucket is read back by an index range scan."""
+    if not key_columns or len(key_columns) != 1:
+        return None
+    for name, typname, nsp, *_rest in columns:
+        if name == key_columns[0] and typname == "uuid" and nsp == "pg_catalog":
+            return name
+    return None
+
+
+def _uuid_bucket_expression(column, alias="r"):
+    ref = sql.SQL("uuid_send({}.{})").format(sql.Identifier(alias), sql.Identifier(column))
+    return sql.SQL("((get_byte({}, 0) << 2) | (get_byte({}, 1) >> 6))").format(ref, ref)
+
+
+def _uuid_bound(bucket):
+    value = f"{bucket >> 2:02x}{(bucket & 3) << 6:02x}" + "0" * 28
+    return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+
+
+def _uuid_ranges_condition(column, buckets, alias="r"):
+    """(k >= lo AND k < hi) OR ... for the given buckets, contiguous ones merged."""
+    ranges, ordered = [], sorted(buckets)
+    for bucket in ordered:
+        if ranges and ranges[-1][1] == bucket:
+            ranges[-1][1] = bucket + 1
+        else:
+            ranges.append([bucket, bucket + 1])
+    ref = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(column))
+    parts = []
+    for low, high in ranges:
+        condition = sql.SQL("{} >= {}::uuid").format(ref, sql.Literal(_uuid_bound(low)))
+        if high < BUCKETS:
+            condition = sql.SQL("({} AND {} < {}::uuid)").format(condition, ref, sql.Literal(_uuid_bound(high)))
+        parts.append(condition)
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
+
+
 def table_key(table):
     """The primary key, or else a unique key of NOT NULL columns, or None."""
     if table.get("primary_key"):
@@ -196,7 +235,8 @@ class Validator:
                 columns = cur.fetchall()
                 key = table_key(table)
                 row_hash = row_hash_expression(columns)
-                bucket = _bucket_expression(key, row_hash)
+                uuid_column = uuid_key_column(key, columns)
+                bucket = _uuid_bucket_expression(uuid_column) if uuid_column else _bucket_expression(key, row_hash)
                 t0 = time.monotonic()
                 cur.execute(sql.SQL("SELECT {} AS b, count(*), sum({}) FROM ONLY {} r GROUP BY 1").format(
                     bucket, row_hash, sql.SQL(table["qualname"])))
@@ -257,14 +297,19 @@ class Validator:
         """Yield (key tuple as text, row hash) for the rows in the given buckets, streamed."""
         conn = pool.get()
         row_hash = row_hash_expression(columns)
-        bucket = _bucket_expression(key_columns, row_hash)
         keys_text = sql.SQL(", ").join(sql.SQL("r.{}::text").format(sql.Identifier(c)) for c in key_columns)
-        query = sql.SQL("SELECT ARRAY[{}], {} FROM ONLY {} r WHERE {} = ANY(%s)").format(
-            keys_text, row_hash, sql.SQL(table["qualname"]), bucket)
+        uuid_column = uuid_key_column(key_columns, columns)
+        if uuid_column:
+            condition = _uuid_ranges_condition(uuid_column, buckets)
+        else:
+            condition = sql.SQL("{} = ANY({})").format(_bucket_expression(key_columns, row_hash),
+                                                       sql.Literal(sorted(buckets)))
+        query = sql.SQL("SELECT ARRAY[{}], {} FROM ONLY {} r WHERE {}").format(
+            keys_text, row_hash, sql.SQL(table["qualname"]), condition)
         cursor = conn.cursor(name=f"pinpoint_{id(self)}_{threading.get_ident()}")
         cursor.itersize = 20000
         try:
-            cursor.execute(query, (sorted(buckets),))
+            cursor.execute(query)
             for key, row_hash_value in cursor:
                 yield tuple(key), row_hash_value
         finally:
