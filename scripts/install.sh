@@ -43,4 +43,5 @@ else
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
   echo "$want" > "$stamp"
 fi
-say "done: $(.venv/bin/ansible --version | head -n1), $(.venv/bin/python --version)"
+ansible_version=$(.venv/bin/ansible --version)
+say "done: ${ansible_version%%$'\n'*}, $(.venv/bin/python --version)"
