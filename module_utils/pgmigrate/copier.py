@@ -624,7 +624,7 @@ class Engine:
         return self._tables_by_name[qualname]
 
     # ------------------------------------------------------------------ worker pool ----------
-    def _run_jobs(self, jobs, on_done=None, describe_job=None):
+    def _run_jobs(self, jobs, on_done=None):
         """Run jobs on the worker pool. jobs: list of (priority, key, callable(worker, conn)).
         on_done(key, result) may return new jobs to enqueue. Retries retryable errors."""
         work = queue.PriorityQueue()
