@@ -455,6 +455,8 @@ class Benchmark:
                 "-e", f"migration_artifacts_dir={artifacts}"]
         if self.args.pgmigrate_skip_tags:
             argv += ["--skip-tags", self.args.pgmigrate_skip_tags]
+        for extra in self.args.pgmigrate_var:
+            argv += ["-e", extra]
         env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
         env.pop("PGPASSWORD", None)
         proc = LoggedProcess(argv, workdir / "tool.log", t0, cwd=PROJECT, env=env)
@@ -723,6 +725,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pgmigrate-skip-tags", default="",
                         help="passed to ansible-playbook --skip-tags, e.g. 'validate' to time the clone without "
                              "migrate.yml's validation play (default: the whole migrate.yml)")
+    parser.add_argument("--pgmigrate-var", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra variable for migrate.yml (repeatable), e.g. migration_workers=3")
     parser.add_argument("--pgcopydb-table-jobs", type=int, default=2)
     parser.add_argument("--pgcopydb-index-jobs", type=int, default=2)
     parser.add_argument("--source-db", default="cdp_clone_bench", help="database loaded on the source server")
@@ -794,6 +798,7 @@ def main(argv=None) -> int:
                              "tools": args.tools, "pgcopydb_table_jobs": args.pgcopydb_table_jobs,
                              "pgcopydb_index_jobs": args.pgcopydb_index_jobs,
                              "pgmigrate_skip_tags": args.pgmigrate_skip_tags or None,
+                             "pgmigrate_vars": args.pgmigrate_var,
                              "memory_sample_seconds": SAMPLE_SECONDS},
               "machine": dict(machine, load_average_at_end=[round(x, 2) for x in os.getloadavg()],
                               git_commit_at_end=_git_head()),

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -52,6 +53,25 @@ def test_migrate_yml_clones_the_cdp_database_and_reports_the_documents_errors(cd
     for secret in (src["password"], dst["password"]):
         assert secret not in result.stdout + result.stderr
         assert secret not in all_artifact_text(tmp_path)
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["foreground", "background"])
+def test_the_copys_progress_is_printed_while_it_runs(db_pair, tmp_path, background):
+    """Foreground: the callback plugin migration_live_progress prints the progress file's line while
+    the copy task runs. Background: each poll of the async job prints it. Either way the copy is exact."""
+    src, dst = db_pair
+    generate.load(src, 0.3)
+    inventory = write_inventory(tmp_path, src, dst, {"migration_workers": 1, "migration_progress_poll_seconds": 1,
+                                                     "migration_copy_in_background": background})
+    result = playbook(inventory, "--skip-tags", "backup,validate")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    # The lines under the task that printed them: the foreground copy, or the polls of the background job.
+    task = "TASK [Follow the copy" if background else "TASK [Copy (rows"
+    output = result.stdout.split(task, 1)[1].split("\nTASK [", 1)[0]
+    progress_lines = re.findall(r"^ +\[data\] +\d+\.\d% tables \d+/21 rows [\d,]+ streamed .* ETA", output,
+                                re.MULTILINE)
+    assert progress_lines, result.stdout[-3000:]
+    assert dbcompare.compare_databases(src, dst) == []
 
 
 def test_check_mode_shows_the_plan_and_changes_nothing(cdp_pair, tmp_path):
