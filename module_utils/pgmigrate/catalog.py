@@ -56,6 +56,21 @@ WHERE con.contype IN ('p', 'u') AND con.conrelid = ANY(%(oids)s)
 ORDER BY con.conrelid, con.contype, con.conname
 """
 
+# Primary and unique keys whose index can be built first and attached afterwards (ALTER TABLE ... ADD
+# CONSTRAINT ... USING INDEX): ordinary tables that are no partitions, indexes in the default
+# tablespace. Run with search_path = pg_catalog so that the definitions name every table with its schema.
+KEY_INDEXES_QUERY = """
+SELECT format('%%I.%%I', n.nspname, c.relname) AS table_qualname, con.conname, quote_ident(con.conname),
+       con.contype, con.condeferrable, con.condeferred, pg_get_indexdef(con.conindid) AS index_definition
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class ic ON ic.oid = con.conindid
+WHERE con.contype IN ('p', 'u') AND con.conrelid = ANY(%(oids)s)
+  AND c.relkind = 'r' AND NOT c.relispartition AND ic.reltablespace = 0
+ORDER BY 1, 2
+"""
+
 FOREIGN_KEYS_QUERY = """
 SELECT con.conname, con.conrelid, con.confrelid,
        format('%%I.%%I', n.nspname, c.relname) AS child, format('%%I.%%I', fn.nspname, fc.relname) AS parent,
@@ -196,6 +211,15 @@ def read_catalog(conn, exclude_schemas=(), include_schemas=()):
             else:
                 tables[relid]["unique_keys"].append({"name": conname, "columns": list(columns)})
 
+        cur.execute("SET LOCAL search_path = pg_catalog")
+        cur.execute(KEY_INDEXES_QUERY, {"oids": oids})
+        key_indexes = [
+            {"table": t, "name": n, "quoted_name": q, "type": "PRIMARY KEY" if k == "p" else "UNIQUE",
+             "deferrable": d, "deferred": dd, "index_definition": definition}
+            for t, n, q, k, d, dd, definition in cur.fetchall()
+        ]
+        cur.execute("SET LOCAL search_path TO DEFAULT")
+
         for table in tables.values():
             table["copy_columns"] = [c["name"] for c in table["columns"] if not c["generated"]]
             table["generated_columns"] = [c["name"] for c in table["columns"] if c["generated"]]
@@ -250,6 +274,7 @@ def read_catalog(conn, exclude_schemas=(), include_schemas=()):
         "extensions": extensions,
         "views": views,
         "indexes": indexes,
+        "key_indexes": key_indexes,
     }
 
 

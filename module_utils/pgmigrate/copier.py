@@ -449,6 +449,7 @@ class Engine:
         text = schema.post_data_sql(dump_path, self.target, self.options["no_owner"], self.options["no_privileges"])
         index_tables = {(i["schema"], i["name"]): i["table"] for i in self.catalog["indexes"]}
         self.post_entries, self.post_settings = schema.split_post_data(text, index_tables)
+        schema.build_keys_index_first(self.post_entries, self.catalog.get("key_indexes", []))
 
     def _phase_existing_prepare(self):
         self.post_entries = []
@@ -730,6 +731,27 @@ class Engine:
             return {"seconds": round(time.monotonic() - t0, 3), "worker": worker}
         return run
 
+    def _attach_job(self, table_name, entries):
+        """Primary and unique keys built index first (schema.build_keys_index_first): attach them to
+        their finished indexes, all of the table's at once, in one short transaction."""
+        def run(worker, conn):
+            t0 = time.monotonic()
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.options["lock_timeout"])))
+                if self.post_settings:
+                    cur.execute(self.post_settings.replace(", false)", ", true)"))
+                for entry in entries:
+                    # (A run resumed from an older version may have built the key in one statement.)
+                    cur.execute("SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
+                                (entry["table"], entry["constraint_name"]))
+                    if not cur.fetchone():
+                        cur.execute(entry["attach_sql"])
+                    state.mark_done(cur, self.run_id, f"attach:{entry['key']}", worker=worker)
+            conn.commit()
+            self._event(f"attached {len(entries)} key(s) of {table_name} to their indexes")
+            return {"seconds": round(time.monotonic() - t0, 3), "worker": worker}
+        return run
+
     def _phase_data_and_indexes(self):
         opts = self.options
         tables = self.plan["tables"]
@@ -774,23 +796,33 @@ class Engine:
             return [self._analyze_job(table_name)] if opts["analyze"] and \
                 f"analyze:{table_name}" not in self.done else []
 
+        def finish_jobs(table_name):
+            """Once a table's indexes are built: attach its keys to their indexes, then ANALYZE."""
+            attach = [e for e in entries_by_table.get(table_name, [])
+                      if e.get("attach_sql") and f"attach:{e['key']}" not in self.done]
+            if attach:
+                return [(0, f"attach:{table_name}", self._attach_job(table_name, attach))]
+            return analyze_jobs(table_name)
+
         for table_plan in tables:
             if remaining_parts[table_plan["table"]] == 0:
                 pending = index_jobs(table_plan["table"])
-                jobs.extend(pending or analyze_jobs(table_plan["table"]))
+                jobs.extend(pending or finish_jobs(table_plan["table"]))
 
         lock = threading.Lock()
 
         def on_done(key, result):
             if key.startswith("analyze:"):
                 return []
+            if key.startswith("attach:"):
+                return analyze_jobs(key[len("attach:"):])
             if key.startswith("post:"):
                 self.progress.job_done(key[5:])
                 table_name = table_of_entry.get(key)
                 with lock:
                     pending_indexes[table_name] -= 1
                     ready = pending_indexes[table_name] == 0
-                return analyze_jobs(table_name) if ready else []
+                return finish_jobs(table_name) if ready else []
             part_id = key[5:]
             table_name = result["table"]
             self.results[part_id] = result
@@ -800,7 +832,7 @@ class Engine:
                 finished = remaining_parts[table_name] == 0
             if not finished:
                 return []
-            return index_jobs(table_name) or analyze_jobs(table_name)
+            return index_jobs(table_name) or finish_jobs(table_name)
 
         if copy_mode:
             self._run_jobs(jobs, on_done)

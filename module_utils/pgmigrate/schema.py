@@ -88,6 +88,37 @@ def post_data_sql(dump_path, target, no_owner=True, no_privileges=True):
     return run_tool(args, target, "reading the post-data section of the schema dump").decode()
 
 
+KEY_CONSTRAINT = re.compile(
+    r"^ALTER TABLE ONLY (?P<table>[^\n]+)\n\s+ADD CONSTRAINT (?P<name>.+?) (?P<type>PRIMARY KEY|UNIQUE) [^;]*;$")
+
+
+def build_keys_index_first(entries, key_indexes):
+    """Primary and unique keys as an index build plus a quick attach (USING INDEX), as pgcopydb does.
+
+    ALTER TABLE ... ADD CONSTRAINT ... PRIMARY KEY builds its index under an ACCESS EXCLUSIVE lock, so
+    the table's other index builds wait for it. CREATE UNIQUE INDEX takes a SHARE lock and runs beside
+    them; the constraint is then attached to the finished index in a moment. Each converted entry gets
+    "sql" (the index build) and "attach_sql"; entries that do not match exactly are left as they are.
+    key_indexes: the catalog's "key_indexes".
+    """
+    by_key = {(k["table"], k["quoted_name"]): k for k in key_indexes}
+    for entry in entries:
+        if entry["type"] != "CONSTRAINT":
+            continue
+        match = KEY_CONSTRAINT.match(entry["sql"])
+        key = by_key.get((match["table"], match["name"])) if match else None
+        if not key or key["type"] != match["type"] or "NULLS NOT DISTINCT" in key["index_definition"]:
+            continue
+        attach = (f"ALTER TABLE ONLY {key['table']} ADD CONSTRAINT {key['quoted_name']} {key['type']} "
+                  f"USING INDEX {key['quoted_name']}")
+        if key["deferrable"]:
+            attach += " DEFERRABLE INITIALLY DEFERRED" if key["deferred"] else " DEFERRABLE"
+        entry["sql"] = key["index_definition"] + ";"
+        entry["attach_sql"] = attach + ";"
+        entry["constraint_name"] = key["name"]
+    return entries
+
+
 def split_post_data(text, index_tables):
     """Split pg_restore's post-data script into entries.
 
