@@ -21,9 +21,11 @@ SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # What the CDP application host needs: systemd as PID 1, python3 with psycopg2 for Ansible and the
 # stand-in application, nginx for the maintenance page, cron for scheduled jobs, curl for checks.
-PACKAGES=systemd,systemd-sysv,dbus,python3,python3-psycopg2,nginx-light,curl,cron,ca-certificates,iproute2,procps,sudo
+# The monitoring host: Prometheus (with promtool) and postgres_exporter, disabled until a scenario
+# configures them (every container shares the machine's network and its ports).
+PACKAGES=systemd,systemd-sysv,dbus,python3,python3-psycopg2,nginx-light,curl,cron,ca-certificates,iproute2,procps,sudo,prometheus,prometheus-postgres-exporter
 CACHE_DIR="$PROJECT_DIR/.cache/test-image"
-RECIPE_VERSION=1   # bump when customise_rootfs changes
+RECIPE_VERSION=2   # bump when customise_rootfs changes
 recipe_hash=$(printf '%s\n' "$RECIPE_VERSION" "$SUITE" "$MIRROR" "$PACKAGES" | sha256sum | cut -c1-12)
 TARBALL="$CACHE_DIR/pgmigrate-systemd-$SUITE-$recipe_hash.tar.gz"
 
@@ -53,9 +55,15 @@ if $rebuild; then
   rm -f "$CACHE_DIR"/pgmigrate-systemd-*.tar.gz
 fi
 
+# The image carries its recipe's hash: an image made from another recipe is replaced.
 if podman image exists "$IMAGE"; then
-  say "$IMAGE exists: nothing to do (scripts/build_test_image.sh --rebuild builds it again)"
-  exit 0
+  image_recipe=$(podman image inspect --format '{{ index .Labels "pgmigrate.recipe" }}' "$IMAGE" 2>/dev/null || true)
+  if [ "$image_recipe" = "$recipe_hash" ]; then
+    say "$IMAGE exists (recipe $recipe_hash): nothing to do (scripts/build_test_image.sh --rebuild builds it again)"
+    exit 0
+  fi
+  say "$IMAGE was made from another recipe (${image_recipe:-unlabelled}, now $recipe_hash): replacing it"
+  podman image rm -f "$IMAGE" >/dev/null
 fi
 
 # The image boots systemd on the host's network (--network host): nothing may listen on a port by
@@ -68,6 +76,9 @@ customise_rootfs() {
   # A container has no consoles, udev or time to synchronise.
   "${SUDO[@]}" chroot "$root" systemctl mask getty@tty1.service console-getty.service \
     systemd-udevd.service systemd-timesyncd.service >/dev/null 2>&1 || true
+  # Nothing listens by itself: the monitoring scenario enables these with ports of its own.
+  "${SUDO[@]}" chroot "$root" systemctl disable prometheus.service prometheus-postgres-exporter.service \
+    >/dev/null 2>&1 || true
 }
 
 if [ ! -s "$TARBALL" ]; then
@@ -96,5 +107,6 @@ fi
 
 say "importing $TARBALL as $IMAGE"
 podman import --quiet --change 'CMD ["/lib/systemd/systemd"]' --change 'STOPSIGNAL SIGRTMIN+3' \
+  --change "LABEL pgmigrate.recipe=$recipe_hash" \
   "$TARBALL" "$IMAGE" >/dev/null
 say "built $IMAGE in $(elapsed) ($(podman image inspect --format '{{.Size}}' "$IMAGE" | numfmt --to=iec))"

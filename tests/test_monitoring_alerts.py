@@ -240,10 +240,12 @@ def test_an_unknown_reload_method_is_refused(tmp_path):
 
 
 def app_tables_ddl():
-    """The tables the application writes, exactly as the role's README documents them."""
+    """The tables the application writes, exactly as the role documents them (and its README shows)."""
+    ddl = (ROLE_DIR / "files" / "cdp_alert_tables.sql").read_text()
     readme = (ROLE_DIR / "README.md").read_text()
     section = readme.split("### Tables the application writes", 1)[1]
-    return re.search(r"```sql\n(.*?)```", section, re.S).group(1)
+    assert re.search(r"```sql\n(.*?)```", section, re.S).group(1) in ddl, "README and files/cdp_alert_tables.sql differ"
+    return ddl
 
 
 @pytest.fixture(scope="module")
