@@ -21,11 +21,12 @@ SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # What the CDP application host needs: systemd as PID 1, python3 with psycopg2 for Ansible and the
 # stand-in application, nginx for the maintenance page, cron for scheduled jobs, curl for checks.
-# The monitoring host: Prometheus (with promtool) and postgres_exporter, disabled until a scenario
-# configures them (every container shares the machine's network and its ports).
-PACKAGES=systemd,systemd-sysv,dbus,python3,python3-psycopg2,nginx-light,curl,cron,ca-certificates,iproute2,procps,sudo,prometheus,prometheus-postgres-exporter
+# The monitoring host: Prometheus (with promtool) and postgres_exporter; the database hosts:
+# PostgreSQL 15. All disabled until a scenario configures them (every container shares the machine's
+# network and its ports).
+PACKAGES=systemd,systemd-sysv,dbus,python3,python3-psycopg2,nginx-light,curl,cron,ca-certificates,iproute2,procps,sudo,prometheus,prometheus-postgres-exporter,postgresql-15
 CACHE_DIR="$PROJECT_DIR/.cache/test-image"
-RECIPE_VERSION=2   # bump when customise_rootfs changes
+RECIPE_VERSION=3   # bump when customise_rootfs changes
 recipe_hash=$(printf '%s\n' "$RECIPE_VERSION" "$SUITE" "$MIRROR" "$PACKAGES" | sha256sum | cut -c1-12)
 TARBALL="$CACHE_DIR/pgmigrate-systemd-$SUITE-$recipe_hash.tar.gz"
 
@@ -78,7 +79,7 @@ customise_rootfs() {
     systemd-udevd.service systemd-timesyncd.service >/dev/null 2>&1 || true
   # Nothing listens by itself: the monitoring scenario enables these with ports of its own.
   "${SUDO[@]}" chroot "$root" systemctl disable prometheus.service prometheus-postgres-exporter.service \
-    >/dev/null 2>&1 || true
+    postgresql.service >/dev/null 2>&1 || true
 }
 
 if [ ! -s "$TARBALL" ]; then
