@@ -412,3 +412,33 @@ def test_primary_and_unique_keys_are_built_index_first_then_attached(db_pair, tm
     assert 'attached 3 key(s) of keys."Orders" to their indexes' in log
     assert "attached 1 key(s) of keys.child" in log
     assert not re.search(r"attached .* of keys\.parted", log)
+
+
+def test_post_data_statements_keep_the_runs_lock_timeout(db_pair):
+    """pg_dump's preamble (run before every post-data statement) sets lock_timeout = 0; the run's own
+    lock_timeout must still apply, so an index build on a table another session holds ends in a
+    retryable error instead of waiting without limit."""
+    src, dst = db_pair
+    conn = connect(dst)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE public.locked (id integer)")
+    conn.commit()
+    holder = connect(dst)
+    holder.cursor().execute("LOCK TABLE public.locked IN ACCESS EXCLUSIVE MODE")
+    release = threading.Timer(10, holder.rollback)
+    release.start()
+    engine = copier.Engine(src, dst, lock_timeout="300ms")
+    engine.post_settings = "SET lock_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);"
+    engine.run_id = "lock-test"
+    job = engine._post_data_job({"key": "INDEX:public:locked_id",
+                                 "sql": "CREATE INDEX locked_id ON public.locked (id);"})
+    started = time.monotonic()
+    try:
+        with pytest.raises(psycopg2.errors.LockNotAvailable):
+            job(1, conn)
+        assert time.monotonic() - started < 5
+    finally:
+        release.cancel()
+        holder.rollback()
+        holder.close()
+        conn.close()

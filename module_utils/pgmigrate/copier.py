@@ -721,9 +721,10 @@ class Engine:
         def run(worker, conn):
             t0 = time.monotonic()
             with conn.cursor() as cur:
-                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.options["lock_timeout"])))
+                # pg_dump's preamble sets lock_timeout = 0: the run's own limit comes after it.
                 if self.post_settings:
                     cur.execute(self.post_settings.replace(", false)", ", true)"))
+                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.options["lock_timeout"])))
                 cur.execute(entry["sql"])
                 state.mark_done(cur, self.run_id, f"post:{entry['key']}", seconds=round(time.monotonic() - t0, 3),
                                 worker=worker)
@@ -737,9 +738,10 @@ class Engine:
         def run(worker, conn):
             t0 = time.monotonic()
             with conn.cursor() as cur:
-                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.options["lock_timeout"])))
+                # pg_dump's preamble sets lock_timeout = 0: the run's own limit comes after it.
                 if self.post_settings:
                     cur.execute(self.post_settings.replace(", false)", ", true)"))
+                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.options["lock_timeout"])))
                 for entry in entries:
                     # (A run resumed from an older version may have built the key in one statement.)
                     cur.execute("SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
