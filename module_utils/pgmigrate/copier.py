@@ -717,14 +717,18 @@ class Engine:
             cur.execute("SET row_security = off")
         conn.commit()
 
+    def _post_data_settings(self, cur):
+        """The dump's post-data preamble (search_path local to the transaction), then the run's own
+        lock_timeout: the preamble sets lock_timeout = 0, so it must come first."""
+        if self.post_settings:
+            cur.execute(self.post_settings.replace(", false)", ", true)"))
+        cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.options["lock_timeout"])))
+
     def _post_data_job(self, entry):
         def run(worker, conn):
             t0 = time.monotonic()
             with conn.cursor() as cur:
-                # pg_dump's preamble sets lock_timeout = 0: the run's own limit comes after it.
-                if self.post_settings:
-                    cur.execute(self.post_settings.replace(", false)", ", true)"))
-                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.options["lock_timeout"])))
+                self._post_data_settings(cur)
                 cur.execute(entry["sql"])
                 state.mark_done(cur, self.run_id, f"post:{entry['key']}", seconds=round(time.monotonic() - t0, 3),
                                 worker=worker)
@@ -738,10 +742,7 @@ class Engine:
         def run(worker, conn):
             t0 = time.monotonic()
             with conn.cursor() as cur:
-                # pg_dump's preamble sets lock_timeout = 0: the run's own limit comes after it.
-                if self.post_settings:
-                    cur.execute(self.post_settings.replace(", false)", ", true)"))
-                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.options["lock_timeout"])))
+                self._post_data_settings(cur)
                 for entry in entries:
                     # (A run resumed from an older version may have built the key in one statement.)
                     cur.execute("SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
