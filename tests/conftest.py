@@ -49,6 +49,29 @@ def connect(params, **overrides):
     return psycopg2.connect(**{k: merged[k] for k in keys if merged.get(k) is not None})
 
 
+def query(params, statement, args=None):
+    """All rows of one statement, on a connection of its own."""
+    conn = connect(params)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def execute(params, *statements):
+    """Run statements, each committed at once (autocommit)."""
+    conn = connect(params)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
 class ScratchDatabases:
     """Creates uniquely named databases on a server and drops them at teardown."""
 

@@ -17,7 +17,7 @@ import pytest
 
 import dbcompare
 from cdp_reference import generate
-from conftest import PROJECT_DIR, connect, write_inventory
+from conftest import PROJECT_DIR, connect, execute, write_inventory
 from pgmigrate import backup
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
@@ -106,14 +106,6 @@ def pg_env(params):
     return {**os.environ, "PGHOST": params["host"], "PGPORT": str(params["port"]), "PGUSER": params["user"],
             "PGPASSWORD": params["password"]}
 
-
-def execute(params, *statements):
-    conn = connect(params)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for statement in statements:
-            cur.execute(statement)
-    conn.close()
 
 
 @pytest.fixture

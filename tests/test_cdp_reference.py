@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from cdp_reference import generate
-from conftest import PROJECT_DIR, ScratchDatabases, connect
+from conftest import PROJECT_DIR, ScratchDatabases, query
 
 SCALE = 0.02
 
@@ -76,15 +76,6 @@ PLAN_INDEXES = {
 
 BIG_TABLES = ("report_executions", "campaign_jobs", "dashboard_tile_instances", "slides")
 
-
-def query(params, sql, args=None):
-    conn = connect(params)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def table_digests(params):
