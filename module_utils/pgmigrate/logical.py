@@ -860,17 +860,8 @@ class ZeroDowntimeRun:
 
     def _freeze_and_switch(self, src, dst, lock_conn, prepared, switch):
         timings = {}
-        requested = time.monotonic()
-        requested_at = _now()
         with lock_conn.cursor() as cur:
-            try:
-                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.freeze_lock_timeout)))
-                cur.execute(prepared["lock"])
-            except (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected) as error:
-                lock_conn.rollback()
-                raise FreezeAbandoned(f"the tables could not be locked within {self.freeze_lock_timeout} "
-                                      f"({str(error).strip().splitlines()[0]}): a long transaction holds them",
-                                      retry=True) from None
+            requested, requested_at = self._lock_published_tables(lock_conn, cur, prepared["lock"])
             locked = time.monotonic()
             timings["lock_seconds"] = locked - requested
             cur.execute("SELECT pg_current_wal_lsn(), pg_backend_pid()")
@@ -899,12 +890,17 @@ class ZeroDowntimeRun:
             timings["read_only_seconds"] = read_only_done - sequences_done
             if self.switch_file:
                 self.write_switch_file()
+            # The point of no return: from here on nothing may make the old source writable again.
+            self.state.update(switched=True, switched_at=_now())
         except Exception as error:
             # Before the switch: undo the read-only setting, release the lock, the source is as it was.
             self._undo_read_only(src, prepared, lock_pid)
             lock_conn.rollback()
             raise FreezeAbandoned(self.secrets.mask(f"the cutover failed before the switch: {error}")) from None
-        lock_conn.commit()
+        try:
+            lock_conn.commit()
+        except psycopg2.Error:
+            pass  # the session is gone, and its locks with it: released either way
         released = time.monotonic()
         timings["switch_seconds"] = released - read_only_done
         return {"freeze_window_seconds": round(released - requested, 3), "freeze_lsn": freeze_lsn,
@@ -912,6 +908,33 @@ class ZeroDowntimeRun:
                 "released_epoch": time.time(), "sequences_synced": len(values),
                 "sessions_terminated": terminated, "switch": switch,
                 **{k: round(v, 3) for k, v in timings.items()}}
+
+    def _lock_published_tables(self, lock_conn, cur, lock, nowait_seconds=1.0):
+        """Lock every published table IN EXCLUSIVE MODE; returns when the successful attempt began.
+
+        First NOWAIT, again and again for a moment: a LOCK that waits while it holds the tables locked before
+        can deadlock with a writer, and the deadlock is only found after deadlock_timeout (1 s). A NOWAIT that
+        fails holds the writers back for microseconds. A source never quiet that long gets one waiting attempt,
+        bounded by the freeze's lock timeout."""
+        nowait_until = time.monotonic() + nowait_seconds
+        while time.monotonic() < nowait_until:
+            requested, requested_at = time.monotonic(), _now()
+            try:
+                cur.execute(lock + sql.SQL(" NOWAIT"))
+                return requested, requested_at
+            except pg_errors.LockNotAvailable:
+                lock_conn.rollback()
+                time.sleep(0.002)
+        requested, requested_at = time.monotonic(), _now()
+        try:
+            cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.freeze_lock_timeout)))
+            cur.execute(lock)
+            return requested, requested_at
+        except (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected) as error:
+            lock_conn.rollback()
+            raise FreezeAbandoned(f"the tables could not be locked within {self.freeze_lock_timeout} "
+                                  f"({str(error).strip().splitlines()[0]}): a long transaction holds them",
+                                  retry=True) from None
 
     def _wait_for_catch_up(self, src, freeze_lsn):
         deadline = time.monotonic() + self.freeze_catchup_seconds
