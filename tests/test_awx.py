@@ -1,0 +1,392 @@
+"""AWX as code (awx/, execution-environment.yml): what can be proven without a controller. The job
+templates run playbooks that exist, their surveys ask for variables those playbooks use, with valid
+choices and the confirmations production needs; the inventory sources exist; the execution environment
+carries the project's requirements and the PostgreSQL 15 client tools; awx/configure.yml passes
+--syntax-check and refuses to run without a controller or with an unencrypted secrets file. Also the
+survey's masking switch: playbooks/staging_sync.yml refuses an unconfirmed unmasked sync, and honours
+a confirmed one."""
+
+import os
+import re
+import subprocess
+
+import pytest
+import yaml
+from ansible.module_utils.parsing.convert_bool import BOOLEANS, boolean
+
+from cdp_reference import generate
+from conftest import PROJECT_DIR, query, write_inventory
+
+AWX_DIR = PROJECT_DIR / "awx"
+ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
+SURVEY_TYPES = {"text", "textarea", "password", "integer", "float", "multiplechoice", "multiselect"}
+PG_MAJOR = "15"
+
+
+def load(path):
+    return yaml.safe_load(path.read_text())
+
+
+CONTROLLER = load(AWX_DIR / "vars" / "controller.yml")
+TEMPLATES = load(AWX_DIR / "vars" / "job_templates.yml")
+ENVIRONMENTS = {env["name"]: env for env in CONTROLLER["awx_environments"]}
+SURVEY_FILES = sorted((AWX_DIR / "surveys").glob("*.yml"))
+# (template, environment entry) as awx/configure.yml creates them: one job template each.
+INSTANCES = [(t, e) for t in TEMPLATES["awx_job_templates"] for e in t["environments"]]
+
+
+def instance_id(instance):
+    return f"{instance[0]['name']} - {instance[1]['name']}"
+
+
+def survey_of(environment_entry):
+    return load(AWX_DIR / "surveys" / environment_entry["survey"]) if environment_entry["survey"] else {"spec": []}
+
+
+def inventory_vars(environment):
+    """The variables an environment's inventory sets for the migration group (its group_vars files)."""
+    found = {}
+    source = PROJECT_DIR / ENVIRONMENTS[environment]["source_path"]
+    for path in sorted((source.parent / "group_vars" / "migration").glob("*.yml")):
+        found.update(load(path) or {})
+    return found
+
+
+def group_vars_all():
+    found = {}
+    for path in sorted((PROJECT_DIR / "group_vars" / "all").glob("*.yml")):
+        found.update(load(path) or {})
+    return found
+
+
+def playbook_closure(playbook):
+    """The files a playbook runs: itself, the playbooks it imports, and every file of the roles it names
+    (directly or from those roles' tasks)."""
+    files, todo, roles = set(), [PROJECT_DIR / playbook], set()
+    while todo:
+        path = todo.pop().resolve()
+        if path in files or not path.is_file():
+            continue
+        files.add(path)
+        text = path.read_text(errors="replace")
+        for target in re.findall(r"import_playbook:\s*(\S+)", text):
+            todo.append(path.parent / target)
+        for name in re.findall(r"^\s*(?:-\s*)?(?:role|name):\s*([a-z_][a-z0-9_]*)\s*$", text, re.M):
+            role_dir = PROJECT_DIR / "roles" / name
+            if role_dir.is_dir() and name not in roles:
+                roles.add(name)
+                todo.extend(p for p in role_dir.rglob("*") if p.is_file() and p.suffix in {".yml", ".j2", ".yaml"})
+    return files
+
+
+def uses_variable(files, variable):
+    """The variable is read somewhere in files (a line that is not its own definition)."""
+    word = re.compile(rf"\b{re.escape(variable)}\b")
+    definition = re.compile(rf"^\s*{re.escape(variable)}\s*:")
+    return any(word.search(line) and not definition.match(line)
+               for path in files for line in path.read_text(errors="replace").splitlines())
+
+
+# ---- awx/configure.yml ------------------------------------------------------------------------------
+
+def test_configure_yml_passes_syntax_check():
+    result = subprocess.run([ANSIBLE_PLAYBOOK, "--syntax-check", "awx/configure.yml"], cwd=PROJECT_DIR,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def run_configure(tmp_path, *args, env_extra=None):
+    """awx/configure.yml with a HOME of its own and no controller settings from this machine."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONTROLLER_", "TOWER_"))}
+    env["HOME"] = str(tmp_path)
+    env.update(env_extra or {})
+    return subprocess.run([ANSIBLE_PLAYBOOK, "awx/configure.yml", *args], cwd=PROJECT_DIR, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_configure_yml_refuses_without_a_controller(tmp_path):
+    result = run_configure(tmp_path, "--check")
+    assert result.returncode != 0
+    assert "Set the controller in the environment (CONTROLLER_HOST and CONTROLLER_OAUTH_TOKEN" in result.stdout
+
+
+def test_configure_yml_refuses_an_unencrypted_secrets_file_and_never_prints_it(tmp_path):
+    secrets = tmp_path / ".config" / "pgmigrate" / "awx_secrets.yml"
+    secrets.parent.mkdir(parents=True)
+    secrets.write_text("awx_controller_oauthtoken: plain-token-must-not-leak\n")
+    result = run_configure(tmp_path, "--check", env_extra={"CONTROLLER_HOST": "https://awx.invalid"})
+    assert result.returncode != 0
+    assert "is not encrypted: encrypt it" in result.stdout
+    assert "plain-token-must-not-leak" not in result.stdout + result.stderr
+
+
+def test_every_secret_handling_task_is_no_log():
+    tasks = load(AWX_DIR / "configure.yml")[0]["tasks"]
+    for task in tasks:
+        text = yaml.safe_dump(task)
+        if re.search(r"awx_vault_passwords\[|include_vars|slurp", text):
+            assert task.get("no_log") is True, task["name"]
+    assert all(task.get("name") for task in tasks)
+
+
+def test_no_secret_is_committed_under_awx():
+    for path in AWX_DIR.rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            assert not re.search(r"^\s*\$ANSIBLE_VAULT;", text, re.M), f"{path}: vault data does not belong here"
+            for match in re.finditer(r"(?:password|token)\w*:[ \t]*\"?([^\"\s#]+)", text):
+                assert match.group(1).startswith(("<", "{{", "''")), f"{path}: {match.group(0)}"
+
+
+# ---- job templates ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("instance", INSTANCES, ids=instance_id)
+def test_each_job_templates_playbook_environment_and_survey_exist(instance):
+    template, environment = instance
+    assert (PROJECT_DIR / template["playbook"]).is_file()
+    assert environment["name"] in ENVIRONMENTS
+    assert environment["survey"] == "" or (AWX_DIR / "surveys" / environment["survey"]).is_file()
+    assert template["job_type"] in {"run", "check"}
+    assert isinstance(template["timeout"], int) and template["timeout"] >= 0
+
+
+def test_the_plan_the_brief_names_has_its_templates():
+    playbooks = {t["playbook"] for t in TEMPLATES["awx_job_templates"]}
+    assert {"migrate.yml", "playbooks/assess.yml", "playbooks/validate.yml", "playbooks/rollback.yml",
+            "playbooks/staging_to_production.yml", "playbooks/zero_downtime.yml",
+            "playbooks/staging_sync.yml"} <= playbooks
+    names = [instance_id(i) for i in INSTANCES]
+    assert len(names) == len(set(names))
+    full_plan = next(t for t in TEMPLATES["awx_job_templates"] if t["name"] == "CDP migrate (full plan)")
+    assert full_plan["ask_job_type_on_launch"] and full_plan["ask_tags_on_launch"]
+    check_only = next(t for t in TEMPLATES["awx_job_templates"] if t["playbook"] == "migrate.yml"
+                      and t["job_type"] == "check")
+    assert check_only["ask_job_type_on_launch"] is False, "the check-mode template must not be launchable as run"
+
+
+@pytest.mark.parametrize("instance", INSTANCES, ids=instance_id)
+def test_every_survey_variable_is_used_by_the_templates_playbook(instance):
+    template, environment = instance
+    files = playbook_closure(template["playbook"])
+    for question in survey_of(environment)["spec"]:
+        assert uses_variable(files, question["variable"]), \
+            f"{question['variable']} is not used by {template['playbook']} or the roles it runs"
+
+
+@pytest.mark.parametrize("instance", INSTANCES, ids=instance_id)
+def test_production_templates_require_the_typed_confirmation(instance):
+    """Where the playbook checks migration_confirm_target and the inventory is production, the survey
+    asks for it, required and without a default; elsewhere it is not asked."""
+    template, environment = instance
+    is_production = inventory_vars(environment["name"]).get("migration_target_is_production", False)
+    checks = uses_variable(playbook_closure(template["playbook"]), "migration_confirm_target")
+    questions = {q["variable"]: q for q in survey_of(environment)["spec"]}
+    if is_production and checks:
+        question = questions.get("migration_confirm_target")
+        assert question is not None, "production survey without the target confirmation"
+        assert question["required"] is True and question["default"] == "" and question["type"] == "text"
+    else:
+        assert "migration_confirm_target" not in questions
+
+
+@pytest.mark.parametrize("instance", INSTANCES, ids=instance_id)
+def test_the_workers_default_is_the_inventorys_own(instance):
+    """A survey answer is an extra variable and beats the inventory: its default must be the value the
+    inventory would have used (production: 8, elsewhere group_vars' 4)."""
+    _template, environment = instance
+    questions = {q["variable"]: q for q in survey_of(environment)["spec"]}
+    if "migration_workers" in questions:
+        expected = inventory_vars(environment["name"]).get("migration_workers",
+                                                           group_vars_all()["migration_workers"])
+        assert questions["migration_workers"]["default"] == expected
+        assert questions["migration_workers"]["min"] == 1
+
+
+@pytest.mark.parametrize("path", SURVEY_FILES, ids=lambda p: p.name)
+def test_survey_specs_are_valid(path):
+    survey = load(path)
+    assert survey["name"] and isinstance(survey["description"], str)
+    variables = [q["variable"] for q in survey["spec"]]
+    assert len(variables) == len(set(variables))
+    for question in survey["spec"]:
+        assert question["question_name"] and question["type"] in SURVEY_TYPES
+        assert re.fullmatch(r"[a-z_][a-z0-9_]*", question["variable"])
+        assert isinstance(question["required"], bool)
+        default = question.get("default")
+        if question["type"] in {"multiplechoice", "multiselect"}:
+            assert isinstance(question["choices"], list) and question["choices"]
+            assert all(isinstance(c, str) and c for c in question["choices"])
+            assert default in question["choices"]
+        elif question["type"] == "integer":
+            assert isinstance(default, int) and question["min"] <= default <= question["max"]
+        elif question["type"] in {"text", "textarea"}:
+            assert isinstance(default, str) and len(default) <= question["max"]
+            if question["required"]:
+                assert question["min"] >= 1 and default == "", "a required confirmation has no default"
+
+
+def test_every_survey_file_is_used():
+    used = {e["survey"] for _t, e in INSTANCES if e["survey"]}
+    assert used == {p.name for p in SURVEY_FILES}
+
+
+def test_the_masking_question_maps_onto_booleans_and_defaults_to_masked():
+    survey = load(AWX_DIR / "surveys" / "staging_sync.yml")
+    questions = {q["variable"]: q for q in survey["spec"]}
+    masking = questions["staging_sync_masking_enabled"]
+    assert masking["type"] == "multiplechoice" and masking["required"] is True
+    assert all(choice in BOOLEANS for choice in masking["choices"])
+    assert {boolean(c) for c in masking["choices"]} == {True, False}
+    assert boolean(masking["default"]) is True
+    assert questions["staging_sync_confirm_unmasked"]["required"] is False
+    defaults = load(PROJECT_DIR / "group_vars" / "all" / "environment_sync.yml")
+    assert defaults["staging_sync_masking_enabled"] is True and defaults["staging_sync_confirm_unmasked"] == ""
+    # The checks an unmasked sync leaves out are checks of the CDP's sync (a rename would silently keep them).
+    cdp = load(PROJECT_DIR / "group_vars" / "all" / "cdp.yml")
+    cdp_checks = {check["name"] for check in cdp["staging_sync_checks"]}
+    assert defaults["staging_sync_masking_checks"] and set(defaults["staging_sync_masking_checks"]) <= cdp_checks
+
+
+# ---- inventories, schedules, credentials ----------------------------------------------------------------
+
+def test_every_inventory_source_path_exists_and_covers_the_deployable_inventories():
+    for environment in ENVIRONMENTS.values():
+        path = PROJECT_DIR / environment["source_path"]
+        assert path.is_file(), environment["source_path"]
+        assert path.parent.parent == PROJECT_DIR / "inventories"
+        hosts = load(path)
+        assert "migration_controller" in hosts["all"]["children"]["migration"]["children"]
+    deployable = {p.name for p in (PROJECT_DIR / "inventories").iterdir() if p.is_dir() and p.name != "local"}
+    assert set(ENVIRONMENTS) == deployable
+    for field in ("vault_credential", "machine_credential", "inventory"):
+        assert len({e[field] for e in ENVIRONMENTS.values()}) == len(ENVIRONMENTS)
+
+
+def test_the_schedule_is_the_documented_one_and_keeps_masking_on():
+    names = {instance_id(i): i for i in INSTANCES}
+    documented = (PROJECT_DIR / "docs" / "awx_schedule.md").read_text()
+    for schedule in TEMPLATES["awx_schedules"]:
+        assert schedule["unified_job_template"] in names
+        assert re.fullmatch(r"DTSTART;TZID=[\w/]+:\d{8}T\d{6} RRULE:FREQ=\w+(;\w+=[\w,]+)*", schedule["rrule"])
+        _template, environment = names[schedule["unified_job_template"]]
+        asked = {q["variable"] for q in survey_of(environment)["spec"]}
+        assert set(schedule.get("extra_data", {})) <= asked, "a schedule may only answer the survey's questions"
+    sync = next(s for s in TEMPLATES["awx_schedules"] if s["unified_job_template"] == "CDP staging sync - staging")
+    assert sync["rrule"] in documented
+    assert boolean(sync["extra_data"]["staging_sync_masking_enabled"]) is True
+    assert "awx/configure.yml" in documented
+
+
+def test_notification_hooks_are_empty_lists_by_default():
+    for event in ("started", "success", "error"):
+        assert CONTROLLER[f"awx_notification_templates_{event}"] == []
+
+
+# ---- execution-environment.yml ---------------------------------------------------------------------------
+
+EE = load(PROJECT_DIR / "execution-environment.yml")
+
+
+def requirement_pins():
+    pins = {}
+    for line in (PROJECT_DIR / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _sep, version = line.partition("==")
+            pins[re.sub(r"\[.*\]", "", name).lower()] = version
+    return pins
+
+
+def test_execution_environment_has_the_v3_schema_keys():
+    assert EE["version"] == 3
+    assert set(EE) <= {"version", "images", "dependencies", "options", "additional_build_steps",
+                       "additional_build_files", "build_arg_defaults"}
+    assert isinstance(EE["images"]["base_image"]["name"], str) and ":" in EE["images"]["base_image"]["name"]
+    assert set(EE["dependencies"]) <= {"python", "system", "galaxy", "python_interpreter", "ansible_core",
+                                       "ansible_runner", "exclude"}
+    assert {"python", "system", "galaxy"} <= set(EE["dependencies"])
+    steps = EE["additional_build_steps"]
+    assert set(steps) <= {"prepend_base", "append_base", "prepend_galaxy", "append_galaxy", "prepend_builder",
+                          "append_builder", "prepend_final", "append_final"}
+    assert all(isinstance(v, list | str) for v in steps.values())
+
+
+def test_execution_environment_carries_the_projects_python_requirements_and_collections():
+    python = EE["dependencies"]["python"]
+    pins = requirement_pins()
+    if isinstance(python, str):
+        assert python == "requirements.txt"
+    else:
+        assert {re.sub(r"\[.*\]", "", p.split("==")[0]).lower(): p.split("==")[1] for p in python} == pins
+    galaxy = EE["dependencies"]["galaxy"]
+    collections = load(PROJECT_DIR / "requirements.yml")["collections"]
+    if isinstance(galaxy, str):
+        assert galaxy == "requirements.yml"
+    else:
+        assert galaxy["collections"] == collections
+    assert EE["dependencies"]["ansible_core"]["package_pip"] == f"ansible-core=={pins['ansible-core']}"
+    assert EE["dependencies"]["ansible_runner"]["package_pip"] == f"ansible-runner=={pins['ansible-runner']}"
+    assert EE["dependencies"]["python_interpreter"]["python_path"].endswith("python3.11")
+
+
+def test_execution_environment_has_the_postgresql_client_tools_of_the_servers():
+    """The modules run psql, pg_dump and pg_restore: the client of the servers' major version (15, the
+    version scripts/install.sh installs), and libpq."""
+    assert f"postgresql-client-{PG_MAJOR}" in (PROJECT_DIR / "scripts" / "install.sh").read_text()
+    tools = set()
+    for path in list((PROJECT_DIR / "module_utils").rglob("*.py")) + list((PROJECT_DIR / "library").glob("*.py")):
+        tools |= set(re.findall(r"[\"'](psql|pg_dump|pg_restore)[\"']", path.read_text()))
+    assert tools == {"psql", "pg_dump", "pg_restore"}
+    system = EE["dependencies"]["system"]
+    packages = {entry.split()[0]: entry for entry in system}
+    assert "[platform:rpm]" in packages["postgresql"] and "[platform:rpm]" in packages["libpq"]
+    assert "[platform:dpkg]" in packages[f"postgresql-client-{PG_MAJOR}"] and "libpq5" in packages
+    steps = "\n".join(EE["additional_build_steps"]["prepend_base"])
+    assert f"dnf module enable -y postgresql:{PG_MAJOR}" in steps
+    final = "\n".join(EE["additional_build_steps"]["append_final"])
+    assert all(f"{tool} --version | grep -q ' {PG_MAJOR}\\.'" in final for tool in tools)
+
+
+def test_execution_environment_validates_with_ansible_builder_when_installed(tmp_path):
+    pytest.importorskip("ansible_builder")
+    from ansible_builder.ee_schema import validate_schema
+
+    validate_schema(load(PROJECT_DIR / "execution-environment.yml"))
+
+
+# ---- the survey's masking switch in playbooks/staging_sync.yml ------------------------------------------
+
+def run_sync(inventory, *args):
+    return subprocess.run([ANSIBLE_PLAYBOOK, "playbooks/staging_sync.yml", "-i", str(inventory), *args],
+                          cwd=PROJECT_DIR, capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.parametrize("extra", [
+    ["-e", "staging_sync_masking_enabled=no"],
+    ["-e", "staging_sync_masking_enabled=false", "-e", "staging_sync_confirm_unmasked=wrong-host"],
+    ["-e", "staging_sync_masking_enabled=maybe"],
+], ids=["unconfirmed", "wrong-confirmation", "not-a-boolean"])
+def test_an_unmasked_sync_is_refused_before_anything_runs(tmp_path, extra):
+    inventory = write_inventory(tmp_path, extra={"staging_sync_source": {"host": "cdp-db.prod.example.com"}})
+    result = run_sync(inventory, *extra)
+    assert result.returncode != 0
+    assert "Nothing was changed" in result.stdout
+    assert "(1/5) PLAN" not in result.stdout
+
+
+def test_a_confirmed_unmasked_sync_copies_production_as_it_is(db_pair, tmp_path):
+    production, staging = db_pair
+    generate.load(production, 0.02)
+    generate.load(staging, 0.02)
+    (tmp_path / "production.password").write_text(production["password"])
+    inventory = write_inventory(tmp_path, None, staging, {
+        "staging_sync_source": {k: v for k, v in production.items() if k != "password"} | {
+            "password": "{{ lookup('ansible.builtin.file', '" + str(tmp_path / "production.password") + "') }}"},
+        "staging_sync_masking_key": "test-masking-key-0123456789"})
+    result = run_sync(inventory, "--skip-tags", "backup", "-e", "staging_sync_masking_enabled=no",
+                      "-e", f"staging_sync_confirm_unmasked={production['host']}")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "Masking is OFF" in result.stdout
+    emails = {e for (e,) in query(production, "SELECT email FROM users")}
+    assert emails and emails == {e for (e,) in query(staging, "SELECT email FROM users")}
+    assert production["password"] not in result.stdout + result.stderr
