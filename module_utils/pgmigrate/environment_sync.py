@@ -149,7 +149,8 @@ def build_plan(source_cat, target_cat, policies=None, default_policy="copy", mas
                        "not_null": {c["name"] for c in dst["columns"] if c["not_null"]}})
     by_name = {t["table"]: t for t in tables}
 
-    errors += _attach_masks(by_name, masking_rules, masking_key, masking_email_domain)
+    refused = (set(source_tables) | set(target_tables)) - set(by_name)  # already named in an error above
+    errors += _attach_masks(by_name, masking_rules, masking_key, masking_email_domain, refused)
 
     foreign_keys = [fk for fk in target_cat["foreign_keys"] if fk["child"] in by_name and fk["parent"] in by_name]
     errors += _check_masked_foreign_keys(by_name, foreign_keys)
@@ -198,14 +199,16 @@ def build_plan(source_cat, target_cat, policies=None, default_policy="copy", mas
             "sequences": _sequences_to_sync(target_cat, by_name)}
 
 
-def _attach_masks(by_name, masking_rules, masking_key, email_domain):
+def _attach_masks(by_name, masking_rules, masking_key, email_domain, refused=()):
     errors = []
+    refused_names = {name for q in refused for name in (q, q.split(".", 1)[-1].strip('"'))}
     for index, rule in enumerate(masking_rules or ()):
         where = f"masking rule {index + 1} ({rule.get('table')}.{rule.get('column')})"
         qualname = resolve_name(str(rule.get("table")), by_name, where)
         table = by_name.get(qualname)
         if table is None:
-            errors.append(f"{where}: no such table in the sync; fix the name")
+            if str(rule.get("table")) not in refused_names:
+                errors.append(f"{where}: no such table in the sync; fix the name")
             continue
         column = rule.get("column")
         if column not in table["columns"]:
