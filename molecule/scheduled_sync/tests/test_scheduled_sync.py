@@ -5,7 +5,7 @@ skipped. installed (converge.yml): the timer waits for the schedule; the service
 it, runs the configured command as the configured user with the vault password readable through the systemd
 credential alone, and the password shows nowhere; a failed or hung run leaves the service failed; bad input
 fails before anything changes. removed (remove.yml, state absent): the units are gone, and running it again
-changes nothing. The project's ansible-playbook is the stand-in files/fake_ansible_playbook.py, which
+changes nothing. The project's scripts/pgmigrate-run is the stand-in files/fake_pgmigrate_run.py, which
 records every run in fake-runs.jsonl.
 """
 
@@ -27,7 +27,7 @@ TIMER = f"{PREFIX}.timer"
 UNIT_FILES = [f"/etc/systemd/system/{SERVICE}", f"/etc/systemd/system/{TIMER}"]
 RUNNER = f"/usr/local/libexec/{PREFIX}-run"
 PROJECT_DIR = "/srv/pgmigrate"
-ANSIBLE_PLAYBOOK = f"{PROJECT_DIR}/.venv/bin/ansible-playbook"
+PGMIGRATE_RUN = f"{PROJECT_DIR}/scripts/pgmigrate-run"
 ARTIFACTS = f"{PROJECT_DIR}/artifacts"
 RUNS_FILE = f"{ARTIFACTS}/fake-runs.jsonl"
 LOG_FILE = f"{ARTIFACTS}/{PREFIX}.log"
@@ -142,8 +142,8 @@ def successful_run(host, step):
 
 def test_the_service_runs_the_configured_command(host, successful_run):
     credential = f"{successful_run['env']['CREDENTIALS_DIRECTORY']}/vault-password"
-    assert successful_run["argv"] == [ANSIBLE_PLAYBOOK, "playbooks/staging_sync.yml", "-i", "inventories/staging",
-                                      *EXTRA_ARGS, "--vault-password-file", credential]
+    assert successful_run["argv"] == [PGMIGRATE_RUN, "--playbook", "playbooks/staging_sync.yml",
+                                      "-i", "inventories/staging", *EXTRA_ARGS, "--vault-password-file", credential]
     assert successful_run["cwd"] == PROJECT_DIR
     assert (successful_run["user"], successful_run["group"]) == (USER, GROUP)
     assert successful_run["env"]["LANG"] == "C.UTF-8"

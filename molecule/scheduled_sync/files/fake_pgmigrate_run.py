@@ -1,10 +1,10 @@
 #!/usr/bin/python3
-"""Test fixture of the scheduled_sync scenario: stands in for .venv/bin/ansible-playbook.
+"""Test fixture of the scheduled_sync scenario: stands in for scripts/pgmigrate-run (the ansible-runner entry point).
 
 Appends one JSON line per run to <project>/artifacts/fake-runs.jsonl: its arguments, working directory,
 user and group, a few environment variables, and what it found in the vault password file it was given
 (readable or not, the SHA-256 of its content: never the password itself). Then prints a few lines like
-ansible-playbook. <project>/fixture-behaviour, when present, says how the run ends: "exit N" or "sleep N".
+the playbook run. <project>/fixture-behaviour, when present, says how the run ends: "exit N" or "sleep N".
 """
 
 import grp
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[1]  # <project>/scripts/pgmigrate-run
 
 
 def vault_file():
@@ -65,7 +65,9 @@ def main():
     with open(PROJECT / "artifacts" / "fake-runs.jsonl", "a") as runs:
         runs.write(json.dumps(record) + "\n")
     print("PLAY [stand-in staging sync] ***", flush=True)
-    print(f"stand-in ansible-playbook ran {' '.join(sys.argv[1:2])} as {record['user']}", flush=True)
+    args = sys.argv[1:]
+    playbook = args[args.index("--playbook") + 1] if "--playbook" in args else "?"
+    print(f"stand-in ansible-playbook ran {playbook} as {record['user']}", flush=True)
     if behaviour[:1] == ["sleep"]:
         time.sleep(float(behaviour[1]))
     if behaviour[:1] == ["exit"]:
