@@ -22,6 +22,16 @@ DEFAULTS = {
     "CDP_WORKER_LOG": "/var/log/cdp/worker.log",
     "CDP_REPORT_DIR": "/var/lib/cdp/reports",
     "CDP_REPORT_KEEP": "30",
+    # The web application's functional endpoints (cdp_app.py /api/...): where report emails go (SMTP, no
+    # authentication: a local relay), the Amplitude and Braze endpoints cohorts are synced to, the key
+    # integrations' credentials are encrypted with (pgcrypto), and an optional file errors are appended to.
+    "CDP_SMTP_HOST": "127.0.0.1",
+    "CDP_SMTP_PORT": "25",
+    "CDP_MAIL_FROM": "cdp-reports@localhost",
+    "CDP_AMPLITUDE_URL": "",
+    "CDP_BRAZE_URL": "",
+    "CDP_CREDENTIALS_KEY": "",
+    "CDP_ERROR_LOG": "",
 }
 
 
