@@ -20,6 +20,12 @@ options:
   artifacts_dir: {description: Where the assessment is written., type: path}
   include_schemas: {description: Only these schemas., type: list, elements: str, default: []}
   exclude_schemas: {description: Schemas to leave out., type: list, elements: str, default: []}
+  overwrite:
+    description: >-
+      migration_target_overwrite. When false, a target whose schemas already hold tables that no run of this
+      tool put there is refused here, before any later phase changes it.
+    type: bool
+    default: true
 author: pgmigrate maintainers
 """
 
@@ -63,6 +69,7 @@ def main():
             "artifacts_dir": {"type": "path"},
             "include_schemas": {"type": "list", "elements": "str", "default": []},
             "exclude_schemas": {"type": "list", "elements": "str", "default": []},
+            "overwrite": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
@@ -76,7 +83,8 @@ def main():
             documented_order=p["documented_order"], workers=p["workers"],
             split_tables_larger_than=parse_size(p["split_tables_larger_than"]), schema_mode=p["schema_mode"],
             artifacts_dir=p["artifacts_dir"], exclude_schemas=p["exclude_schemas"],
-            include_schemas=p["include_schemas"])
+            include_schemas=p["include_schemas"],
+            refuse_non_empty_target=not p["overwrite"] and not module.check_mode)
     except (ConfigError, PreflightError, ValueError) as error:
         module.fail_json(msg=str(error))
     module.exit_json(

@@ -5,14 +5,17 @@ import os
 import time
 
 from . import catalog as catalog_module
-from . import planner, preflight
+from . import planner, preflight, state
 from .connection import connect, describe, friendly_connect_error
 from .progress import human_bytes, human_seconds
 
 
 def assess(source, target=None, documented_order=None, workers=4, split_tables_larger_than=1 << 30,
            schema_mode="copy", artifacts_dir=None, exclude_schemas=(), include_schemas=(),
-           throughput_bytes_per_second=planner.DEFAULT_THROUGHPUT_BYTES_PER_SECOND):
+           throughput_bytes_per_second=planner.DEFAULT_THROUGHPUT_BYTES_PER_SECOND, refuse_non_empty_target=False):
+    """refuse_non_empty_target: fail here, before any later phase changes the target (extensions), when
+    schema mode copy would meet tables already in the target that no unfinished or completed run of this
+    tool put there (what migration_target_overwrite=false refuses)."""
     try:
         conn = connect(source, application_name="pgmigrate assess")
     except Exception as error:  # noqa: BLE001 - turned into an explanatory message
@@ -20,6 +23,7 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
     try:
         with conn.cursor() as cur:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        preflight.check_source_rights(conn, source, include_schemas, exclude_schemas)
         catalog = catalog_module.read_catalog(conn, exclude_schemas, include_schemas)
         stats = catalog_module.read_pg_stats(conn, exclude_schemas)
         source_identity = preflight.server_identity(conn)
@@ -35,11 +39,15 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
             target_identity = preflight.server_identity(tconn)
             preflight.check_not_same(source_identity, target_identity, source, target)
             preflight.check_versions(source_identity, target_identity)
+            preflight.check_target_rights(tconn, target, catalog["schemas"], schema_mode)
             target_report = {
                 "server_version_num": target_identity["server_version_num"],
                 "missing_extensions": preflight.missing_extensions(tconn, catalog["extensions"]),
                 "existing_tables": preflight.existing_user_tables(tconn, catalog["schemas"]),
             }
+            if refuse_non_empty_target and schema_mode == "copy" and target_report["existing_tables"]:
+                check_target_empty_or_ours(tconn, target, target_report["existing_tables"], source_identity,
+                                           target_identity, artifacts_dir)
         finally:
             tconn.close()
 
@@ -75,6 +83,29 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
             handle.write("\n".join(report["lines"]) + "\n")
         report["report_file"] = path
     return report
+
+
+def check_target_empty_or_ours(tconn, target, present, source_identity, target_identity, artifacts_dir):
+    """The copy's own emptiness rule, applied at assessment: tables of an unfinished run (resume) or of a
+    run recorded complete for this source and target (an idempotent rerun) are the tool's own."""
+    if state.unfinished_run(tconn):
+        return
+    tconn.rollback()
+    source_key = {k: source_identity.get(k) for k in ("system_identifier", "database", "address", "port",
+                                                      "database_oid")}
+    try:
+        with open(os.path.join(artifacts_dir or "artifacts", "completed-runs.json")) as handle:
+            records = json.load(handle)
+    except (OSError, ValueError):
+        records = {}
+    target_key = "|".join(str(target_identity.get(k)) for k in ("system_identifier", "address", "port", "database",
+                                                                 "database_oid"))
+    if records.get(target_key, {}).get("source_identity") == source_key:
+        return
+    raise preflight.PreflightError(
+        f"The target {describe(target)} is not empty: {len(present)} table(s) already exist in the schemas to "
+        f"migrate (e.g. {', '.join(present[:5])}). Nothing was changed. Set migration_target_overwrite=true to "
+        "replace them, or use migration_schema_mode=existing if the application created the schema.")
 
 
 def plan_lines(report, schema_mode):

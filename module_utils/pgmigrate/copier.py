@@ -180,9 +180,12 @@ class Engine:
                 unfinished = None
 
             self._open_snapshot()
+            preflight.check_source_rights(self.snapshot_conn, self.source, opts["include_schemas"],
+                                          opts["exclude_schemas"])
             self.catalog = catalog_module.read_catalog(
                 self.snapshot_conn, opts["exclude_schemas"], opts["include_schemas"])
             preflight.check_extensions(target_conn, self.catalog, self.target)
+            preflight.check_target_rights(target_conn, self.target, self.catalog["schemas"], opts["schema_mode"])
             self.binary_ok = source_identity["encoding"] == target_identity["encoding"]
             self.plan = planner.build_plan(
                 self.catalog, workers=opts["workers"], split_tables_larger_than=opts["split_tables_larger_than"],

@@ -150,3 +150,52 @@ def check_options(options):
         raise ConfigError(f"migration_schema_mode must be 'copy' or 'existing', not {options['schema_mode']!r}")
     if int(options["workers"]) < 1:
         raise ConfigError(f"migration_workers must be at least 1, not {options['workers']}")
+
+
+def unreadable_relations(source_conn, include_schemas=(), exclude_schemas=()):
+    """Tables and sequences (qualified names) of the source the login may not SELECT: the catalog reading,
+    the copy, pg_dump and the sequence step all need to read them; checked before any of them."""
+    schemas = list(include_schemas) or None
+    with source_conn.cursor() as cur:
+        cur.execute(
+            "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'S') AND n.nspname NOT IN %s "
+            "AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%' "
+            "AND (%s::text[] IS NULL OR n.nspname = ANY(%s::text[])) "
+            "AND NOT (has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')) ORDER BY 1",
+            (excluded_schemas(exclude_schemas), schemas, schemas),
+        )
+        found = [r[0] for r in cur.fetchall()]
+    return found
+
+
+def check_source_rights(source_conn, source, include_schemas=(), exclude_schemas=()):
+    unreadable = unreadable_relations(source_conn, include_schemas, exclude_schemas)
+    if unreadable:
+        shown = ", ".join(unreadable[:8]) + (f" and {len(unreadable) - 8} more" if len(unreadable) > 8 else "")
+        raise PreflightError(
+            f"The source login {source['user']} may not read {len(unreadable)} table(s) or sequence(s) of "
+            f"{describe(source)}: {shown}. GRANT pg_read_all_data TO {source['user']} (or USAGE on their schemas "
+            "and SELECT on them); docs/security.md, \"Least privilege\", lists the grants.")
+
+
+def check_target_rights(target_conn, target, schemas, schema_mode):
+    """The target login must create the tool's state schema (CREATE on the database) and, in schema mode
+    copy, the source's objects in the schemas the target already has (e.g. public)."""
+    problems = []
+    with target_conn.cursor() as cur:
+        cur.execute("SELECT has_database_privilege(current_database(), 'CREATE'), "
+                    "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)")
+        may_create, superuser = cur.fetchone()
+        if not may_create:
+            problems.append(f"CREATE on database {target['dbname']}")
+        if schema_mode == "copy" and not superuser:
+            cur.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) "
+                        "AND NOT has_schema_privilege(oid, 'CREATE') ORDER BY 1", (list(schemas),))
+            problems.extend(f"CREATE on schema {r[0]}" for r in cur.fetchall())
+    target_conn.rollback()
+    if problems:
+        raise PreflightError(
+            f"The target login {target['user']} lacks {', '.join(problems)} on {describe(target)}: make it the "
+            f"database's owner (ALTER DATABASE ... OWNER TO {target['user']}) or grant those rights; "
+            "docs/security.md, \"Least privilege\", lists the grants.")
