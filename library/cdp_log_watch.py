@@ -1,0 +1,74 @@
+#!/usr/bin/python
+"""Ansible module: watch the application's error log for a while after the cutover."""
+
+DOCUMENTATION = r"""
+module: cdp_log_watch
+short_description: Fail on new error lines in log files or a systemd journal during a window
+description:
+  - Reads the files from their current end (only lines written during the window count) and, at the end of the
+    window, the journal of I(journal_units) since the window began; every line matching I(pattern) is reported.
+  - Fails naming the log and quoting the new error lines, unless I(fail_on_errors) is false (then it only reports,
+    for an alert instead of a failure).
+options:
+  paths: {description: Log files to watch., type: list, elements: path, default: []}
+  journal_units: {description: systemd units whose journal is read., type: list, elements: str, default: []}
+  pattern: {description: Python regular expression of an error line., type: str, default: "ERROR|CRITICAL|Traceback"}
+  window_seconds: {description: How long to watch., type: float, required: true}
+  poll_seconds: {description: Seconds between two reads of the files., type: float, default: 1.0}
+  fail_on_errors: {description: Fail the task when new error lines appear., type: bool, default: true}
+author: pgmigrate maintainers
+"""
+
+EXAMPLES = r"""
+- name: Watch the error log for 24 hours
+  cdp_log_watch:
+    paths: [/var/log/cdp/errors.log]
+    window_seconds: 86400
+"""
+
+RETURN = r"""
+status: {description: pass or fail., returned: always, type: str}
+checks: {description: The error_log check with an item per log., returned: always, type: list}
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible.module_utils.pgmigrate.post_checks import watch_error_log
+    IMPORT_ERROR = None
+except ImportError:
+    IMPORT_ERROR = traceback.format_exc()
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "paths": {"type": "list", "elements": "path", "default": []},
+            "journal_units": {"type": "list", "elements": "str", "default": []},
+            "pattern": {"type": "str", "default": "ERROR|CRITICAL|Traceback"},
+            "window_seconds": {"type": "float", "required": True},
+            "poll_seconds": {"type": "float", "default": 1.0},
+            "fail_on_errors": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    if IMPORT_ERROR:
+        module.fail_json(msg="cdp_log_watch cannot load its module_utils", exception=IMPORT_ERROR)
+    p = module.params
+    if not p["paths"] and not p["journal_units"]:
+        module.fail_json(msg="cdp_log_watch needs paths or journal_units")
+    check = watch_error_log(p["paths"], p["pattern"], p["window_seconds"], p["poll_seconds"], p["journal_units"])
+    outcome = {"changed": False, "status": check["status"], "checks": [check]}
+    if check["status"] == "fail":
+        message = f"New errors in the application's logs after the cutover: {check['summary']}"
+        if p["fail_on_errors"]:
+            module.fail_json(msg=message, **outcome)
+        module.warn(message)
+        module.exit_json(msg=message, **outcome)
+    module.exit_json(msg=check["summary"], **outcome)
+
+
+if __name__ == "__main__":
+    main()
