@@ -179,11 +179,11 @@ def run_http_check(check, base_url, saved, secrets, default_max_seconds, timeout
         snippet = " ".join(text.split())[:200]
         problems.append(f"answered {status}, expected {'/'.join(map(str, expected))}"
                         + (f": {snippet}" if snippet else ""))
-    for needle in ([check["body_contains"]] if isinstance(check.get("body_contains"), str)
+    for needle in [] if problems else ([check["body_contains"]] if isinstance(check.get("body_contains"), str)
                    else check.get("body_contains") or []):
         if str(needle) not in text:
             problems.append(f"the body does not contain {needle!r}")
-    if check.get("json_subset") is not None:
+    if check.get("json_subset") is not None and not problems:
         difference = json_subset(check["json_subset"], answer)
         if difference:
             problems.append(f"the JSON answer differs from the expected subset at {difference}")
@@ -598,5 +598,10 @@ def watch_error_log(paths, pattern, window_seconds, poll_seconds=1.0, journal_un
 
 def failure_message(checks):
     """One line naming every failing check and what failed in it."""
-    failing = [c for c in checks if c["status"] == "fail"]
-    return "; ".join(f"{c['name']}: {c['summary']}" for c in failing)
+    parts = []
+    for check in checks:
+        if check["status"] != "fail":
+            continue
+        details = [i["detail"] for i in check["items"] if i["status"] == "fail" and i["detail"] not in check["summary"]]
+        parts.append(f"{check['name']}: {check['summary']}" + "".join(f"; {d}" for d in details))
+    return "; ".join(parts)
