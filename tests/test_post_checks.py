@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import dbcompare
 from cdp_reference import generate
 from conftest import PROJECT_DIR, ScratchDatabases, _server, execute, query, write_inventory
 from pgmigrate import post_checks
@@ -156,8 +157,8 @@ def cdp(tmp_path_factory):
     scratch.drop_all()
 
 
-def run_post_checks(cdp, extra=None, background=False):
-    args = [ANSIBLE_PLAYBOOK, "playbooks/post_checks.yml", "-i", str(cdp["inventory"])]
+def run_post_checks(cdp, extra=None, background=False, options=()):
+    args = [ANSIBLE_PLAYBOOK, "playbooks/post_checks.yml", "-i", str(cdp["inventory"]), *options]
     if extra:
         extra_file = cdp["tmp_path"] / f"extra-{time.monotonic_ns()}.json"
         extra_file.write_text(json.dumps(extra))
@@ -340,6 +341,19 @@ def test_pgaudit_missing_library_is_a_clear_message(cdp):
     else:
         assert item["status"] == "fail" and not restart
         assert "install the Debian package postgresql-15-pgaudit" in item["detail"]
+
+
+def test_check_mode_reports_the_hardening_and_changes_nothing(cdp):
+    dst = cdp["dst"]
+    execute(dst, "UPDATE integrations SET encrypted_credentials = convert_to('{\"token\": \"plain\"}', 'UTF8') "
+                 "WHERE name = 'Slack (production)'")
+    before = dbcompare.table_digests(dst)
+    hardening = {"post_checks_encrypt_credentials": True, "post_checks_credentials_key": "check-mode-key-0123",
+                 "post_checks_database_checks": ["access_control"]}
+    result = run_post_checks(cdp, hardening, options=["--check"])
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "would encrypt 1 plaintext values with pgcrypto: name=Slack (production)" in result.stdout
+    assert dbcompare.table_digests(dst) == before
 
 
 def _group_var(name):
