@@ -74,7 +74,7 @@ def vault_inventory(tmp_path, src, dst, vault_password):
 
 def test_no_secret_in_output_artifacts_logs_or_any_command_line(db_pair, tmp_path, request):
     src, dst = db_pair
-    generate.load(src, 0.1)
+    generate.load(src, 0.02)
     vault_password = "vault-" + os.urandom(9).hex()
     inventory, password_file = vault_inventory(tmp_path, src, dst, vault_password)
     secrets = {"source password": src["password"], "target password": dst["password"],
@@ -152,6 +152,7 @@ def write_tls_inventory(directory, src, dst):
     return write_inventory(directory, src, dst)
 
 
+@pytest.mark.slow
 def test_the_migration_works_with_least_privilege_roles(db_pair, source_server, target_server, tmp_path, request):
     """The grants of docs/security.md, "Least privilege": a source reader with pg_read_all_data and CONNECT,
     a target login that owns the target database. Neither is a superuser."""

@@ -23,6 +23,8 @@ from pgmigrate.catalog import STATE_SCHEMA
 pytestmark = pytest.mark.faults
 
 SKIP = ("--skip-tags", "backup,validate")
+# About 15 MB of CDP data: enough for a COPY to be caught in flight and to overflow the 6 MB disk.
+FAULT_CDP_SCALE = 0.15
 
 def wait_for_streaming(progress_file, timeout=180):
     deadline = time.time() + timeout
@@ -45,7 +47,7 @@ def unfinished_run_recorded(params):
 
 def test_source_backend_terminated_mid_copy_is_retried(source_server, scratch, target_server, tmp_path, request):
     src, dst = scratch.create(source_server, "src"), scratch.create(target_server, "dst")
-    generate.load(src, 0.3)
+    generate.load(src, FAULT_CDP_SCALE)
     inventory = write_inventory(tmp_path, src, dst, {"migration_workers": 2})
     terminated = []
 
@@ -84,7 +86,7 @@ def own_target():
 
 def test_target_server_restarted_mid_run(source_server, scratch, own_target, tmp_path, request):
     src = scratch.create(source_server, "src")
-    generate.load(src, 0.3)
+    generate.load(src, FAULT_CDP_SCALE)
     dst = own_target.create_database("cdp")
     inventory = write_inventory(tmp_path, src, dst, {"migration_workers": 2, "migration_retries": 3})
     restarted = []
@@ -164,7 +166,7 @@ def small_disk():
 def test_target_disk_full_is_a_clear_error_never_a_partial_copy(source_server, scratch, own_target, small_disk,
                                                                  tmp_path, request):
     src = scratch.create(source_server, "src")
-    generate.load(src, 0.3)
+    generate.load(src, FAULT_CDP_SCALE)
     execute(own_target.params, f"CREATE TABLESPACE small LOCATION '{small_disk}'")
     dst = own_target.create_database("cdp", tablespace="small")
     inventory = write_inventory(tmp_path, src, dst, {"migration_workers": 2})
