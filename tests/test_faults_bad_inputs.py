@@ -11,7 +11,7 @@ import pytest
 from cdp_reference import generate
 from conftest import execute, query, write_inventory
 from faultlib import database_state, free_port, recorder, run_playbook
-from pgmigrate import preflight
+from pgmigrate import copier, preflight
 from pgmigrate.connection import connect as engine_connect
 
 pytestmark = pytest.mark.faults
@@ -193,3 +193,22 @@ def test_the_role_check_names_each_unreadable_table(cdp_pair):
         execute(src, f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}",
                 f"REVOKE ALL ON SCHEMA public FROM {role}")
         execute(server, f'REVOKE ALL ON DATABASE "{src["dbname"]}" FROM {role}', f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_target_login_without_create_is_refused_before_anything_changes(cdp_pair, tmp_path):
+    """The engine's own check (the copy also runs without the assessment): a target login that may
+    connect but not create is told which right it lacks, and the target is left as it was."""
+    src, dst = cdp_pair
+    role = f"pgm_nocreate_{os.getpid()}"
+    server = {**dst, "dbname": "postgres"}
+    execute(server, f"DROP ROLE IF EXISTS {role}", f"CREATE ROLE {role} LOGIN PASSWORD 'nocreate-pw-1'",
+            f'GRANT CONNECT ON DATABASE "{dst["dbname"]}" TO {role}')
+    try:
+        before = database_state(dst)
+        with pytest.raises(preflight.PreflightError, match=f"target login {role} lacks CREATE on database "
+                                                           f"{dst['dbname']}, CREATE on schema public"):
+            copier.migrate(src, {**dst, "user": role, "password": "nocreate-pw-1"},
+                           artifacts_dir=str(tmp_path / "artifacts"))
+        assert database_state(dst) == before
+    finally:
+        execute(server, f'REVOKE ALL ON DATABASE "{dst["dbname"]}" FROM {role}', f"DROP ROLE IF EXISTS {role}")
