@@ -23,7 +23,8 @@ options:
   overwrite:
     description: >-
       migration_target_overwrite. When false, a target whose schemas already hold tables that no run of this
-      tool put there is refused here, before any later phase changes it.
+      tool put there is refused here, before any later phase changes it (as is, always, a target lacking an
+      extension the source uses). Not in check mode, which only reports.
     type: bool
     default: true
 author: pgmigrate maintainers
@@ -84,7 +85,7 @@ def main():
             split_tables_larger_than=parse_size(p["split_tables_larger_than"]), schema_mode=p["schema_mode"],
             artifacts_dir=p["artifacts_dir"], exclude_schemas=p["exclude_schemas"],
             include_schemas=p["include_schemas"],
-            refuse_non_empty_target=not p["overwrite"] and not module.check_mode)
+            check_target=not module.check_mode, overwrite=p["overwrite"])
     except (ConfigError, PreflightError, ValueError) as error:
         module.fail_json(msg=str(error))
     module.exit_json(

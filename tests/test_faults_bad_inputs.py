@@ -88,7 +88,7 @@ def _extension_missing_on_target(src, dst, tmp_path, request):
     finally:
         control.unlink()
         script.unlink()
-    return src, dst, {}, [f"extension {name} is not available on the target server", "install its package there"]
+    return src, dst, {}, [f"lacks extension(s) the source uses: {name}", "Install their packages on the target"]
 
 
 def _inventory_without_target(src, dst, tmp_path, request):

@@ -12,10 +12,12 @@ from .progress import human_bytes, human_seconds
 
 def assess(source, target=None, documented_order=None, workers=4, split_tables_larger_than=1 << 30,
            schema_mode="copy", artifacts_dir=None, exclude_schemas=(), include_schemas=(),
-           throughput_bytes_per_second=planner.DEFAULT_THROUGHPUT_BYTES_PER_SECOND, refuse_non_empty_target=False):
-    """refuse_non_empty_target: fail here, before any later phase changes the target (extensions), when
-    schema mode copy would meet tables already in the target that no unfinished or completed run of this
-    tool put there (what migration_target_overwrite=false refuses)."""
+           throughput_bytes_per_second=planner.DEFAULT_THROUGHPUT_BYTES_PER_SECOND, check_target=False,
+           overwrite=True):
+    """check_target: fail here, before any later phase changes the target (the extensions phase creates
+    extensions), when the target lacks an extension the source uses, or when schema mode copy would meet
+    tables already in the target that no unfinished or completed run of this tool put there and
+    overwrite (migration_target_overwrite) is false."""
     try:
         conn = connect(source, application_name="pgmigrate assess")
     except Exception as error:  # noqa: BLE001 - turned into an explanatory message
@@ -45,7 +47,9 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
                 "missing_extensions": preflight.missing_extensions(tconn, catalog["extensions"]),
                 "existing_tables": preflight.existing_user_tables(tconn, catalog["schemas"]),
             }
-            if refuse_non_empty_target and schema_mode == "copy" and target_report["existing_tables"]:
+            if check_target:
+                preflight.check_extensions(tconn, catalog, target)
+            if check_target and not overwrite and schema_mode == "copy" and target_report["existing_tables"]:
                 check_target_empty_or_ours(tconn, target, target_report["existing_tables"], source_identity,
                                            target_identity, artifacts_dir)
         finally:
