@@ -57,7 +57,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 try:
     import psycopg2
-    from ansible.module_utils.pgmigrate import environment_sync
+    from ansible.module_utils.pgmigrate import environment_sync, masking
     from ansible.module_utils.pgmigrate.connection import ConfigError, friendly_connect_error
     from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
     from ansible.module_utils.pgmigrate.preflight import PreflightError, check_production_confirmation
@@ -104,6 +104,8 @@ def main():
             report_name=p["report_name"])
     except (ConfigError, PreflightError, environment_sync.SyncError) as error:
         module.fail_json(msg=str(error))
+    except masking.MaskingError as error:  # a value the masking could not parse: the transaction was rolled back
+        module.fail_json(msg=f"masking failed, the sync was rolled back and the target is unchanged: {error}")
     except psycopg2.OperationalError as error:
         module.fail_json(msg=friendly_connect_error(error, target, "the sync's connections") + " Nothing was changed.")
     except psycopg2.Error as error:
