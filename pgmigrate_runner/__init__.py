@@ -27,13 +27,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_PLAYBOOK = "migrate.yml"
 
 
-def human_bytes(value):
-    value = float(value or 0)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
+# The copy engine's own formatting of sizes (module_utils is the modules' code, plain Python).
+sys.path.insert(0, str(PROJECT_DIR / "module_utils"))
+from pgmigrate.progress import human_bytes  # noqa: E402
 
 
 class CopyProgressWatcher:
