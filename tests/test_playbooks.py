@@ -110,7 +110,9 @@ def test_a_production_target_needs_confirmation(cdp_pair, tmp_path):
 
 def test_kill_9_of_ansible_playbook_then_rerun_finishes_the_job(db_pair, tmp_path):
     src, dst = db_pair
-    generate.load(src, 0.4)
+    # Large enough that the data phase outlasts the copy's watchdog (it looks for its controller every 0.2 s)
+    # by several seconds: killed at the first bytes, the copy must still be running when the watchdog looks.
+    generate.load(src, 0.6)
     inventory = write_inventory(tmp_path, src, dst, {"migration_workers": 2, "migration_progress_poll_seconds": 1})
     progress_file = tmp_path / "artifacts" / "progress.json"
     proc = subprocess.Popen([ANSIBLE_PLAYBOOK, "migrate.yml", "-i", str(inventory)], cwd=PROJECT_DIR,
@@ -126,7 +128,7 @@ def test_kill_9_of_ansible_playbook_then_rerun_finishes_the_job(db_pair, tmp_pat
             killed_in = progress
             os.kill(proc.pid, signal.SIGKILL)  # the playbook only: its async copy lives on by itself
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     proc.wait()
     assert killed_in, "the copy was never seen in its data phase"
     rerun = playbook(inventory)

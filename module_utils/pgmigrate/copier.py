@@ -351,7 +351,7 @@ class Engine:
                     return
                 except PermissionError:
                     pass
-                time.sleep(1)
+                time.sleep(0.2)
         threading.Thread(target=watch, name="watchdog", daemon=True).start()
 
     # ------------------------------------------------------------------ snapshot -------------
