@@ -114,11 +114,16 @@ def _as_server(args, **kwargs):
 class ThrowawayCluster:
     """A PostgreSQL 15 server owned by one test: its own data directory and port, a generated password
     (from a file, never argv), scram-sha-256 on loopback. `ssl_dir` holding server.crt/server.key turns
-    TLS on. Stopped and removed by `destroy()`."""
+    TLS on. `without_extensions` names extensions this server must not have, as on a host without their
+    package: it runs a copy of the postgres binary beside a share directory without their files
+    (PostgreSQL finds its share directory relative to its binary). Stopped and removed by `destroy()`."""
 
-    def __init__(self, ssl_dir=None, settings=None):
+    def __init__(self, ssl_dir=None, settings=None, without_extensions=()):
         self.root = pathlib.Path(tempfile.mkdtemp(prefix="pgm-fault-"))
         self.root.chmod(0o755)
+        self.bin = PG_BIN
+        if without_extensions:
+            self.bin = self._installation_without(without_extensions)
         self.data = self.root / "data"
         self.port = free_port()
         self.password = os.urandom(12).hex()
@@ -147,9 +152,23 @@ class ThrowawayCluster:
         self.params = {"host": "127.0.0.1", "port": self.port, "user": "postgres", "password": self.password,
                        "dbname": "postgres"}
 
+    def _installation_without(self, extensions):
+        """<root>/pg: lib/postgresql/15/bin/postgres (a copy: PostgreSQL resolves symlinks to its binary),
+        lib/postgresql/15/lib (a link to the real libraries) and share/postgresql/15 without the control
+        and script files of `extensions`. Returns the bin directory."""
+        prefix = self.root / "pg"
+        bin_dir = prefix / "lib" / "postgresql" / "15" / "bin"
+        bin_dir.mkdir(parents=True)
+        shutil.copy2(PG_BIN / "postgres", bin_dir / "postgres")
+        (bin_dir.parent / "lib").symlink_to(PG_BIN.parent / "lib")
+        hidden = tuple(f"{name}.control" for name in extensions) + tuple(f"{name}--" for name in extensions)
+        shutil.copytree(pathlib.Path("/usr/share/postgresql/15"), prefix / "share" / "postgresql" / "15",
+                        ignore=lambda _dir, names: [n for n in names if n.startswith(hidden)])
+        return bin_dir
+
     def pg_ctl(self, *args):
         return _as_server([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
-                           "-w", "-t", "60", *args])
+                           "-p", str(self.bin / "postgres"), "-w", "-t", "60", *args])
 
     def start(self):
         self.pg_ctl("start")

@@ -330,20 +330,6 @@ def test_recipients_outside_the_allowed_domains_are_named(cdp):
     assert "@gmail.com" in check["summary"] and "outside the allowed domains" in check["summary"]
 
 
-def test_pgaudit_missing_library_is_a_clear_message(cdp):
-    available = query(cdp["dst"], "SELECT count(*) FROM pg_available_extensions WHERE name = 'pgaudit'")[0][0]
-    conn = post_checks.connect(cdp["dst"])
-    try:
-        item, restart = post_checks.harden_pgaudit(conn, ["read", "write"], check_mode=True)
-    finally:
-        conn.close()
-    if available:
-        assert item["status"] == "pass" and "pgaudit" in item["detail"]
-    else:
-        assert item["status"] == "fail" and not restart
-        assert "install the Debian package postgresql-15-pgaudit" in item["detail"]
-
-
 def test_check_mode_reports_the_hardening_and_changes_nothing(cdp):
     dst = cdp["dst"]
     execute(dst, "UPDATE integrations SET encrypted_credentials = convert_to('{\"token\": \"plain\"}', 'UTF8') "
