@@ -3,6 +3,7 @@ host and port; the target equals the source; the run backed up both, validated a
 own in the target; no password in the output."""
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,9 @@ def test_the_database_migration_ran_alone_and_succeeded(run_output):
 
 
 def test_the_target_equals_the_source():
-    assert dbcompare.compare_databases(server("source"), server("target")) == []
+    # Except for what the post-checks' audit-trail hardening added to the target on purpose.
+    assert dbcompare.compare_databases(server("source"), server("target")) == [
+        "extension pgaudit: only in target, not in source"]
 
 
 def test_both_servers_were_backed_up_with_checksums():
@@ -63,3 +66,37 @@ def test_both_servers_were_backed_up_with_checksums():
 def test_no_password_in_the_output(run_output):
     for name in HOSTS:
         assert server(name)["password"] not in run_output
+
+
+def test_the_post_checks_enabled_pgaudit_on_the_target_host_only(run_output):
+    """The POST-CHECKS phase installed Debian's pgaudit on the target's host, restarted its server with the
+    library preloaded, created the extension and set pgaudit.log; the source's server is untouched."""
+    assert "(9b/9) POST-CHECKS" in run_output
+    assert "HARDENING | pgaudit: applied CREATE EXTENSION pgaudit; pgaudit.log = read,write,ddl" in run_output, \
+        run_output[-3000:]
+    target = testinfra.get_host(f"podman://{HOSTS['target'][0]}")
+    source = testinfra.get_host(f"podman://{HOSTS['source'][0]}")
+    assert target.package("postgresql-15-pgaudit").is_installed
+    assert not source.package("postgresql-15-pgaudit").is_installed
+
+    def psql(host, port, sql):
+        return host.check_output(f"runuser -u postgres -- psql -p {port} -d {DBNAME} -Atc \"{sql}\"")
+
+    assert psql(target, 25433, "SHOW shared_preload_libraries") == "pgaudit"
+    assert psql(target, 25433, "SELECT extname FROM pg_extension WHERE extname = 'pgaudit'") == "pgaudit"
+    assert psql(target, 25433, "SHOW pgaudit.log") == "read,write,ddl"
+    assert psql(source, 25432, "SHOW shared_preload_libraries") == ""
+
+
+def test_reads_on_the_target_leave_an_audit_trail():
+    target = testinfra.get_host(f"podman://{HOSTS['target'][0]}")
+    marker = f"audit probe {time.time_ns()}"
+    conn = dbcompare.connect(server("target"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM public.team /* {marker} */")
+    finally:
+        conn.close()
+    log = target.check_output("cat /var/log/postgresql/postgresql-15-main.log")
+    assert any("AUDIT: SESSION" in line and ",READ,SELECT," in line and marker in line
+               for line in log.splitlines()), log[-3000:]
