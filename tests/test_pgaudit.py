@@ -18,20 +18,25 @@ import pytest
 from cdp_reference import generate
 from conftest import PROJECT_DIR, execute, query, write_inventory
 from faultlib import ThrowawayCluster
+from pgmigrate import post_checks
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
+CREDENTIALS_KEY = "hardening-key-6f1d0c"  # noqa: S105 (a test key, looked for in the server's log)
+PLAIN_CREDENTIAL = ("UPDATE integrations SET encrypted_credentials = convert_to('{\"token\": \"plain\"}', 'UTF8') "
+                    "WHERE name = 'Slack (production)'")
 
 
 @pytest.fixture
 def cluster():
-    server = ThrowawayCluster()
+    # Every statement logged, as on a server under audit: the hardening must keep its key out of the log.
+    server = ThrowawayCluster(settings={"log_statement": "'all'"})
     yield server
     server.destroy()
 
 
-def run_post_checks(inventory, tmp_path):
+def run_post_checks(inventory, tmp_path, **more):
     extra = tmp_path / "pgaudit.json"
-    extra.write_text(json.dumps({
+    extra.write_text(json.dumps({**more,
         "post_checks_pgaudit": True, "post_checks_target_self_managed": True,
         "post_checks_pgaudit_log": ["read", "write", "ddl"],
         "post_checks_pgaudit_settings": {"pgaudit.log_relation": "on"},
@@ -78,11 +83,41 @@ def test_pgaudit_is_enabled_in_two_runs_around_a_restart_audits_reads_and_writes
     assert re.search(r"AUDIT: SESSION,\d+,\d+,READ,SELECT,TABLE,public\.team,.*audited read", log), log[-3000:]
     assert re.search(r"AUDIT: SESSION,\d+,\d+,WRITE,UPDATE,TABLE,public\.segments,", log), log[-3000:]
 
-    third = run_post_checks(inventory, tmp_path)
+    # Third run, with a plaintext credential to encrypt: pgaudit is left as it is, and the pgcrypto key
+    # reaches neither the statement log (log_statement = all) nor the audit log (pgaudit.log write).
+    execute(dst, PLAIN_CREDENTIAL)
+    third = run_post_checks(inventory, tmp_path, post_checks_encrypt_credentials=True,
+                            post_checks_credentials_key=CREDENTIALS_KEY)
     assert third.returncode == 0, third.stdout[-3000:]
     [item] = hardening_of_latest_report(tmp_path)
     assert not item["changed"], item
     assert "preloaded, extension created, pgaudit.log = read,write,ddl, pgaudit.log_relation = on" in item["detail"]
+    assert "encrypted 1 plaintext values with pgcrypto: name=Slack (production)" in third.stdout
+    log = cluster.log()  # before the decryption below, whose own statement carries the key
+    assert "LOG:  statement: " in log and CREDENTIALS_KEY not in log
+    assert query(dst, "SELECT convert_from(decrypt(encrypted_credentials, convert_to(%s, 'UTF8'), 'aes'), 'UTF8') "
+                      "FROM integrations WHERE name = 'Slack (production)'", (CREDENTIALS_KEY,)) == [
+        ('{"token": "plain"}',)]
+
+
+def test_a_login_that_cannot_quiet_statement_logging_is_refused_before_the_key_is_sent(cluster):
+    dst = cluster.create_database("cdp_target")
+    generate.load(dst, 0.01)
+    execute(dst, PLAIN_CREDENTIAL, "CREATE ROLE hardening_login LOGIN PASSWORD 'hardening-login-pw'",
+            "GRANT SELECT, UPDATE ON integrations TO hardening_login")
+    login = {**dst, "user": "hardening_login", "password": "hardening-login-pw"}
+    conn = post_checks.connect(login)
+    try:
+        [item] = post_checks.harden_credentials(
+            conn, [{"table": "public.integrations", "column": "encrypted_credentials", "key": ["name"]}],
+            CREDENTIALS_KEY)
+    finally:
+        conn.close()
+    assert item["status"] == "fail" and not item["changed"], item
+    assert "log_statement = all" in item["detail"] and "GRANT SET ON PARAMETER" in item["detail"], item
+    assert query(dst, "SELECT convert_from(encrypted_credentials, 'UTF8') FROM integrations "
+                      "WHERE name = 'Slack (production)'") == [('{"token": "plain"}',)]
+    assert CREDENTIALS_KEY not in cluster.log()
 
 
 def test_a_server_without_the_pgaudit_package_is_told_which_package_to_install_and_is_left_alone(tmp_path):

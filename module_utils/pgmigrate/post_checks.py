@@ -394,6 +394,39 @@ def check_security(target_params, encrypted_columns, password_hash_columns):
 # --- hardening -------------------------------------------------------------------------------------------
 
 
+# Settings that would write a statement (and so the pgcrypto key it carries) to the server's log: turned
+# off for the hardening's own transaction. Each needs a superuser (or GRANT SET ON PARAMETER); a login
+# that may not change one leaves it as the server has it (statement logging is off by default).
+QUIET_STATEMENT_SETTINGS = (("log_statement", "none"), ("log_min_duration_statement", "-1"),
+                            ("log_min_duration_sample", "-1"), ("log_min_error_statement", "panic"),
+                            ("pgaudit.log", "none"))
+
+
+def quiet_statement_logging(cur):
+    """SET LOCAL each of QUIET_STATEMENT_SETTINGS that this login may change (inside the caller's
+    transaction). Returns what still logs statements that change data (e.g. "log_statement = all"): the
+    settings this login could not change and the server has on; [] when no statement will be logged."""
+    still_logging = []
+    for name, value in QUIET_STATEMENT_SETTINGS:
+        cur.execute("SAVEPOINT quiet_logging")
+        try:
+            cur.execute("SELECT set_config(%s, %s, true)", (name, value))
+            cur.execute("RELEASE SAVEPOINT quiet_logging")
+            continue
+        except psycopg2.Error:
+            cur.execute("ROLLBACK TO SAVEPOINT quiet_logging")
+        cur.execute("SELECT current_setting(%s, true)", (name,))
+        current = (cur.fetchone()[0] or "").strip().lower()
+        logs = {"log_statement": current in ("mod", "all"),
+                "log_min_duration_statement": current not in ("", "-1"),
+                "log_min_duration_sample": current not in ("", "-1"),
+                "pgaudit.log": bool(set(re.split(r"\s*,\s*", current)) & {"write", "all"}),
+                }.get(name, False)
+        if logs:
+            still_logging.append(f"{name} = {current}")
+    return still_logging
+
+
 def harden_credentials(conn, rules, key, check_mode=False):
     """Encrypts, with pgcrypto encrypt(value, key, 'aes'), every value of the rules' bytea columns that
     looks like a plaintext credential (app_checks.plaintext_reason); values that look encrypted are left
@@ -423,6 +456,17 @@ def harden_credentials(conn, rules, key, check_mode=False):
                 continue
             condition = sql.SQL(" AND ").join(
                 sql.SQL("{} = %s").format(sql.Identifier(k)) for k in spec["keys"])
+            with conn.cursor() as cur:
+                still_logging = quiet_statement_logging(cur)
+            if still_logging:
+                conn.rollback()
+                items.append({"table": spec["table"], "status": "fail", "changed": False, "rows": labels,
+                              "detail": f"{where}: {len(labels)} plaintext values not encrypted: the target logs "
+                                        f"data-changing statements ({', '.join(still_logging)}) and this login may "
+                                        "not turn that off for its own transaction, so the key would be written to "
+                                        "the server's log. Run the hardening as a superuser, or GRANT SET ON "
+                                        "PARAMETER for those settings to this login, or turn them off, then rerun"})
+                continue
             with conn.cursor() as cur:
                 for row in plaintext:
                     cur.execute(sql.SQL("UPDATE {table} SET {column} = encrypt({column}, convert_to(%s, 'UTF8'), "
