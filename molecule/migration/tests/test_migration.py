@@ -232,6 +232,8 @@ def test_the_application_host_has_its_outward_connections_and_the_key_stays_secr
 
 def test_the_post_checks_phase_passed_every_check(run_output):
     assert "Post-migration checks failed" not in run_output
+    for check in ("access_control", "report_recipients", "query_times", "functional", "page_load", "error_log"):
+        assert f'"PASS | {check} | ' in run_output, check
     database = post_checks_report("localhost")
     application = post_checks_report("pgmigrate-migration-app")
     for report in (database, application):
@@ -277,14 +279,17 @@ def test_the_report_email_reached_the_smtp_sink(monitor):
 def test_the_cohort_sync_reached_the_receiver(monitor):
     assert monitor.service("cdp-integration-receiver.service").is_running
     before = dict(rows("source", "SELECT id, last_synced_at FROM public.cohorts"))
-    synced = [cohort for cohort, at in rows("target", "SELECT id, last_synced_at FROM public.cohorts")
+    synced = [(cohort, to_amplitude, to_braze) for cohort, at, to_amplitude, to_braze
+              in rows("target", "SELECT id, last_synced_at, sync_to_amplitude, sync_to_braze FROM public.cohorts")
               if at != before[cohort]]
+    assert len(synced) == 1, synced
+    ((cohort, to_amplitude, to_braze),) = synced
+    # One POST to each destination the cohort asks for (both when it asks none), as the application sends it.
+    expected = [path for path, flag in (("/amplitude/cohorts", to_amplitude), ("/braze/segments", to_braze))
+                if flag or not (to_amplitude or to_braze)]
     received = records(monitor, RECEIVER_RECORD)
-    assert len(synced) == 1 and received, (synced, received)
-    paths = {"amplitude": "/amplitude/cohorts", "braze": "/braze/segments"}
-    for post in received:
-        assert post["body"]["cohort_id"] == synced[0]
-        assert post["path"] == paths[post["body"]["destination"]]
+    assert [post["path"] for post in received] == expected, received
+    assert all(post["body"]["cohort_id"] == cohort for post in received), received
 
 
 def test_the_campaign_job_is_in_the_target():
