@@ -16,6 +16,13 @@ options:
   window_seconds: {description: How long to watch., type: float, required: true}
   poll_seconds: {description: Seconds between two reads of the files., type: float, default: 1.0}
   fail_on_errors: {description: Fail the task when new error lines appear., type: bool, default: true}
+  mark_only:
+    description: Only note where the logs end now and return it as C(mark) (no waiting), for a later watch.
+    type: bool
+    default: false
+  mark:
+    description: A C(mark) returned earlier; lines written since it count (else only lines written during the window).
+    type: dict
 author: pgmigrate maintainers
 """
 
@@ -28,7 +35,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 status: {description: pass or fail., returned: always, type: str}
-checks: {description: The error_log check with an item per log., returned: always, type: list}
+checks: {description: The error_log check with an item per log., returned: unless mark_only, type: list}
+mark: {description: Each file's size and the time now., returned: with mark_only, type: dict}
 """
 
 import traceback
@@ -36,7 +44,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.pgmigrate.post_checks import watch_error_log
+    from ansible.module_utils.pgmigrate.post_checks import mark_error_logs, watch_error_log
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()
@@ -51,6 +59,8 @@ def main():
             "window_seconds": {"type": "float", "required": True},
             "poll_seconds": {"type": "float", "default": 1.0},
             "fail_on_errors": {"type": "bool", "default": True},
+            "mark_only": {"type": "bool", "default": False},
+            "mark": {"type": "dict"},
         },
         supports_check_mode=True,
     )
@@ -59,7 +69,10 @@ def main():
     p = module.params
     if not p["paths"] and not p["journal_units"]:
         module.fail_json(msg="cdp_log_watch needs paths or journal_units")
-    check = watch_error_log(p["paths"], p["pattern"], p["window_seconds"], p["poll_seconds"], p["journal_units"])
+    if p["mark_only"]:
+        module.exit_json(changed=False, mark=mark_error_logs(p["paths"]))
+    check = watch_error_log(p["paths"], p["pattern"], p["window_seconds"], p["poll_seconds"], p["journal_units"],
+                            mark=p["mark"])
     outcome = {"changed": False, "status": check["status"], "checks": [check]}
     if check["status"] == "fail":
         message = f"New errors in the application's logs after the cutover: {check['summary']}"

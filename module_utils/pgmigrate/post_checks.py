@@ -583,19 +583,36 @@ def _journal_lines(units, since_epoch):
     return [line for line in done.stdout.splitlines() if not line.startswith("-- ")], None
 
 
-def watch_error_log(paths, pattern, window_seconds, poll_seconds=1.0, journal_units=(), max_lines=20):
-    """Watches the files (from their current end: only new lines count) and the units' journal for
-    window_seconds; every new line matching pattern (a Python regular expression) fails the check."""
-    started = time.monotonic()
-    began_epoch = time.time()
-    title = "Error log watch"
-    matcher = re.compile(pattern)
-    offsets, notes = {}, []
+def mark_error_logs(paths):
+    """Where a later watch_error_log begins: each file's current size (0 when it does not exist yet) and
+    the time (for the journal). Taken before the HTTP checks, so that the errors they cause count too."""
+    offsets = {}
     for path in paths or []:
         try:
             offsets[path] = os.path.getsize(path)
         except OSError:
             offsets[path] = 0
+    return {"epoch": time.time(), "offsets": offsets}
+
+
+def watch_error_log(paths, pattern, window_seconds, poll_seconds=1.0, journal_units=(), max_lines=20, mark=None):
+    """Watches the files and the units' journal for window_seconds; every new line matching pattern (a
+    Python regular expression) fails the check. New: written after `mark` (mark_error_logs), or after
+    the watch began without one. A file smaller than its mark (rotated) is read from its start."""
+    started = time.monotonic()
+    title = "Error log watch"
+    matcher = re.compile(pattern)
+    mark = mark or {}
+    began_epoch = float(mark.get("epoch") or time.time())
+    marked = mark.get("offsets") or {}
+    current = mark_error_logs(paths)["offsets"]
+    offsets, notes = {}, []
+    for path in paths or []:
+        offsets[path] = marked.get(path, current[path])
+        if current[path] < offsets[path]:
+            offsets[path] = 0
+            notes.append(f"{path} was rotated since the mark (read from its start)")
+        if not os.path.exists(path):
             notes.append(f"{path} does not exist yet (watched from its creation)")
     found = {path: [] for path in offsets}
     deadline = started + float(window_seconds)
