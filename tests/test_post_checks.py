@@ -9,7 +9,6 @@ credential (encrypted by the hardening, idempotently), a plaintext password, a n
 
 import json
 import socket
-import socketserver
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from smtp_sink import SmtpSink
 
 import dbcompare
 from cdp_reference import generate
@@ -28,48 +28,6 @@ from pgmigrate.copier import migrate
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 REFERENCE_DOMAINS = ["gmail.com", "acme-retail.com", "outlook.com", "example.org", "yahoo.co.jp", "web.de",
                      "proton.me", "acme-cdp.example"]
-
-
-class SmtpSink(socketserver.ThreadingTCPServer):
-    """Just enough SMTP to receive messages: every message is kept as (recipients, data)."""
-
-    allow_reuse_address = True
-    daemon_threads = True
-
-    def __init__(self):
-        self.messages = []
-        super().__init__(("127.0.0.1", 0), SmtpHandler)
-
-
-class SmtpHandler(socketserver.StreamRequestHandler):
-    def handle(self):
-        self.wfile.write(b"220 sink ESMTP\r\n")
-        recipients = []
-        while True:
-            line = self.rfile.readline()
-            if not line:
-                return
-            verb = line.strip().split(b" ", 1)[0].upper()
-            if verb in (b"EHLO", b"HELO"):
-                self.wfile.write(b"250 sink\r\n")
-            elif verb == b"MAIL":
-                recipients = []
-                self.wfile.write(b"250 ok\r\n")
-            elif verb == b"RCPT":
-                recipients.append(line.decode().split(":", 1)[1].strip().strip("<>"))
-                self.wfile.write(b"250 ok\r\n")
-            elif verb == b"DATA":
-                self.wfile.write(b"354 go ahead\r\n")
-                data = []
-                while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
-                    data.append(chunk)
-                self.server.messages.append((recipients, b"".join(data).decode("utf-8", "replace")))
-                self.wfile.write(b"250 queued\r\n")
-            elif verb == b"QUIT":
-                self.wfile.write(b"221 bye\r\n")
-                return
-            else:
-                self.wfile.write(b"250 ok\r\n")
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -193,8 +151,8 @@ def test_a_good_migration_passes_every_check(cdp):
     # The application really did it: a campaign job recorded, an email received, cohorts sent to both.
     assert query(cdp["dst"], "SELECT count(*) FROM campaign_jobs")[0][0] == jobs_before + 1
     assert len(cdp["smtp"].messages) == messages_before + 1
-    recipients, data = cdp["smtp"].messages[-1]
-    assert recipients and "Subject: [CDP report]" in data
+    mail = cdp["smtp"].messages[-1]
+    assert mail["envelope"]["to"] and mail["message"]["Subject"].startswith("[CDP report]")
     assert {path for path, _ in cdp["received"][received_before:]} <= {"/amplitude/cohorts", "/braze/segments"}
     assert len(cdp["received"]) > received_before
     # The check's segment was removed again; no secret in the output.
