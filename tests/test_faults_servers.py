@@ -25,6 +25,7 @@ pytestmark = pytest.mark.faults
 SKIP = ("--skip-tags", "backup,validate")
 # About 15 MB of CDP data: enough for a COPY to be caught in flight and to overflow the 6 MB disk.
 FAULT_CDP_SCALE = 0.15
+RESTART_CDP_SCALE = 0.6
 
 def wait_for_streaming(progress_file, timeout=180):
     deadline = time.time() + timeout
@@ -86,7 +87,9 @@ def own_target():
 
 def test_target_server_restarted_mid_run(source_server, scratch, own_target, tmp_path, request):
     src = scratch.create(source_server, "src")
-    generate.load(src, FAULT_CDP_SCALE)
+    # The own target (fsync off) takes FAULT_CDP_SCALE's data in well under the progress file's 1 s
+    # interval: a larger load, so that the copy is seen streaming before it ends.
+    generate.load(src, RESTART_CDP_SCALE)
     dst = own_target.create_database("cdp")
     inventory = write_inventory(tmp_path, src, dst, {"migration_workers": 2, "migration_retries": 3})
     restarted = []
