@@ -162,7 +162,8 @@ class ThrowawayCluster:
         shutil.copy2(PG_BIN / "postgres", bin_dir / "postgres")
         (bin_dir.parent / "lib").symlink_to(PG_BIN.parent / "lib")
         hidden = tuple(f"{name}.control" for name in extensions) + tuple(f"{name}--" for name in extensions)
-        shutil.copytree(pathlib.Path("/usr/share/postgresql/15"), prefix / "share" / "postgresql" / "15",
+        share = PG_BIN.parents[3] / "share" / "postgresql" / "15"  # /usr/lib/postgresql/15/bin -> /usr/share/...
+        shutil.copytree(share, prefix / "share" / "postgresql" / "15",
                         ignore=lambda _dir, names: [n for n in names if n.startswith(hidden)])
         return bin_dir
 

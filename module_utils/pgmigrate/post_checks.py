@@ -395,8 +395,8 @@ def check_security(target_params, encrypted_columns, password_hash_columns):
 
 
 # Settings that would write a statement (and so the pgcrypto key it carries) to the server's log: turned
-# off for the hardening's own transaction. Each needs a superuser (or GRANT SET ON PARAMETER); a login
-# that may not change one leaves it as the server has it (statement logging is off by default).
+# off for the hardening's own transaction. Each needs a superuser (or GRANT SET ON PARAMETER); when a
+# login may not change one that the server has on, harden_credentials refuses before sending the key.
 QUIET_STATEMENT_SETTINGS = (("log_statement", "none"), ("log_min_duration_statement", "-1"),
                             ("log_min_duration_sample", "-1"), ("log_min_error_statement", "panic"),
                             ("pgaudit.log", "none"))
