@@ -7,6 +7,7 @@ the pg_migration_progress module and prints a line at each poll.
 
 import json
 import os
+import tempfile
 import threading
 import time
 
@@ -52,6 +53,11 @@ class Progress:
         }
         self.jobs_total = 0
         self.jobs_done = 0
+        # large objects: {"total", "estimated_bytes", "done", "bytes"}
+        self.large_objects = {"total": 0, "estimated_bytes": 0, "done": 0, "bytes": 0}
+        # write() is called by the background writer and by the threads that change the phase: one at a
+        # time, each through a temporary file of its own.
+        self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
         self._last_log = 0.0
@@ -99,6 +105,24 @@ class Progress:
             self.jobs_done += 1
         self._log(f"done {description}")
 
+    def set_large_objects(self, total, estimated_bytes, done=0, done_bytes=0):
+        with self.lock:
+            self.large_objects = {"total": total, "estimated_bytes": estimated_bytes, "done": done,
+                                  "bytes": done_bytes}
+
+    def add_large_object_bytes(self, count):
+        with self.lock:
+            self.large_objects["bytes"] += count
+
+    def large_objects_done(self, count, streamed_bytes=None):
+        """count large objects committed; streamed_bytes undoes what a failed batch had counted."""
+        with self.lock:
+            self.large_objects["done"] += count
+            if streamed_bytes is not None:
+                self.large_objects["bytes"] -= streamed_bytes
+        if count:
+            self._log(f"copied {count} large object(s)")
+
     def finish(self, state, message=""):
         with self.lock:
             self.state = state
@@ -113,9 +137,10 @@ class Progress:
             tables = {name: dict(entry) for name, entry in self.tables.items()}
             phase, state, message = self.phase, self.state, self.message
             jobs_total, jobs_done = self.jobs_total, self.jobs_done
+            large_objects = dict(self.large_objects)
         elapsed = time.monotonic() - self.started
-        estimated = sum(t["estimated_bytes"] for t in tables.values()) or 1
-        done_estimate = 0.0
+        estimated = sum(t["estimated_bytes"] for t in tables.values()) + large_objects["estimated_bytes"] or 1
+        done_estimate = float(min(large_objects["bytes"], large_objects["estimated_bytes"]))
         for entry in tables.values():
             if entry["parts_done"] >= entry["parts"]:
                 done_estimate += entry["estimated_bytes"]
@@ -132,6 +157,8 @@ class Progress:
             "rows_done": rows, "bytes_streamed": streamed, "bytes_estimated": estimated,
             "tables_done": sum(1 for t in tables.values() if t["parts_done"] >= t["parts"]),
             "tables_total": len(tables), "jobs_done": jobs_done, "jobs_total": jobs_total,
+            "large_objects_done": large_objects["done"], "large_objects_total": large_objects["total"],
+            "large_object_bytes": large_objects["bytes"],
             "tables": tables, "updated_at": time.time(), "pid": os.getpid(),
         }
 
@@ -144,6 +171,8 @@ class Progress:
                 f" elapsed {human_seconds(snap['elapsed_seconds'])} ETA {human_seconds(snap['eta_seconds'])}")
         if snap["jobs_total"]:
             text += f" post-data {snap['jobs_done']}/{snap['jobs_total']}"
+        if snap.get("large_objects_total"):
+            text += f" large objects {snap['large_objects_done']}/{snap['large_objects_total']}"
         if active:
             text += " | " + ", ".join(active)
         return text
@@ -151,16 +180,29 @@ class Progress:
     def write(self):
         if not self.path:
             return
-        snap = self.snapshot()
-        snap["line"] = self.line(snap)
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as handle:
-            json.dump(snap, handle, indent=1, default=str)
-        os.replace(tmp, self.path)
+        with self._write_lock:
+            snap = self.snapshot()
+            snap["line"] = self.line(snap)
+            self._replace(json.dumps(snap, indent=1, default=str))
         now = time.monotonic()
         if now - self._last_log >= 10:
             self._last_log = now
             self._log(snap["line"])
+
+    def _replace(self, text):
+        """Write the file atomically through a temporary name no other writer uses."""
+        directory, name = os.path.split(os.path.abspath(self.path))
+        handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(handle, "w") as out:
+                out.write(text)
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.remove(tmp)
+            except FileNotFoundError:
+                pass
+            raise
 
     def _log(self, text):
         if not self.log_path:
