@@ -1,0 +1,133 @@
+#!/usr/bin/python
+"""Ansible module: the checks every entry playbook makes before anything changes (playbooks/checks/)."""
+
+DOCUMENTATION = r"""
+module: pg_migration_precheck
+short_description: Refuse bad migration_* settings, and an overwrite of a server that is not the expected one
+description:
+  - Checks each setting of I(settings) against I(spec) (type, range, allowed values) and fails with one
+    line per refused setting naming the variable, its value and what is accepted.
+  - With I(overwrite_target) and I(identity_file), connects to I(overwrite_target) and refuses unless its
+    system identifier (or, when that is not readable, its data directory) is the one recorded in
+    I(identity_file) by scripts/embedded_pg.sh. Changes nothing.
+options:
+  settings: {description: "Setting name -> value.", type: dict, required: true}
+  spec:
+    description: "Setting name -> {type, min, max, choices, accepts}; see module_utils/pgmigrate/settings.py."
+    type: dict
+    required: true
+  overwrite_target: {description: The connection an overwrite would replace., type: dict}
+  identity_file: {description: "The expected server's identity (lines key=value).", type: path}
+author: pgmigrate maintainers
+"""
+
+EXAMPLES = r"""
+- name: Check the settings
+  pg_migration_precheck:
+    settings: {migration_workers: "{{ migration_workers }}"}
+    spec: {migration_workers: {type: int, min: 1, max: 256}}
+"""
+
+RETURN = r"""
+identity: {description: The overwrite target's identity, when checked., returned: when checked, type: dict}
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible.module_utils.pgmigrate.connection import connect, describe
+    from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
+    from ansible.module_utils.pgmigrate.settings import problems
+    IMPORT_ERROR = None
+except ImportError:
+    IMPORT_ERROR = traceback.format_exc()
+
+
+def read_identity_file(path):
+    identity = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            key, _, value = line.strip().partition("=")
+            if value:
+                identity[key] = value
+    return identity
+
+
+def server_identity(params):
+    """The server's system identifier and data directory, each None when the login may not read it."""
+    conn = connect(params, application_name="pgmigrate-precheck", autocommit=True)
+    identity = {}
+    try:
+        with conn.cursor() as cur:
+            for key, sql in (("system_identifier", "SELECT system_identifier::text FROM pg_control_system()"),
+                             ("data_directory", "SELECT current_setting('data_directory')")):
+                try:
+                    cur.execute(sql)
+                    identity[key] = cur.fetchone()[0]
+                except Exception:  # noqa: BLE001 - not readable by every login; then it cannot confirm
+                    identity[key] = None
+    finally:
+        conn.close()
+    return identity
+
+
+def identity_mismatch(expected, actual):
+    """None when the server is the expected one, else what differs."""
+    for key in ("system_identifier", "data_directory"):
+        if expected.get(key) and actual.get(key):
+            if expected[key] == actual[key]:
+                return None
+            return f"its {key} is {actual[key]}, the embedded target's is {expected[key]}"
+    return "its system identifier and data directory are not readable by this login"
+
+
+def check_overwrite_target(params, identity_file):
+    """An error message, or None when the overwrite targets the recorded server."""
+    prefix = (f"migration_target_overwrite=true replaces what {describe(params)} holds, and this inventory "
+              f"allows that only on the project's own embedded target (recorded in {identity_file})")
+    try:
+        expected = read_identity_file(identity_file)
+    except OSError:
+        return (f"{prefix}, but that file does not exist: start the embedded servers with "
+                "scripts/embedded_pg.sh start (it records their identity). Nothing was changed.")
+    actual = server_identity(params)
+    mismatch = identity_mismatch(expected, actual)
+    if mismatch is None:
+        return None
+    return (f"{prefix}: the server at {params.get('host')}:{params.get('port')} is not that server ({mismatch}). "
+            "Nothing was changed. Point migration_target at the embedded target (PGM_TARGET_PORT, as "
+            "scripts/embedded_pg.sh uses it), or use an inventory of your own.")
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "settings": {"type": "dict", "required": True},
+            "spec": {"type": "dict", "required": True},
+            "overwrite_target": connection_argument(required=False) if not IMPORT_ERROR else {"type": "dict"},
+            "identity_file": {"type": "path"},
+        },
+        supports_check_mode=True,
+    )
+    if IMPORT_ERROR:
+        module.fail_json(msg="pg_migration_precheck needs psycopg2 (pip install psycopg2-binary)",
+                         exception=IMPORT_ERROR)
+    p = module.params
+    refused = problems(p["settings"], p["spec"])
+    if refused:
+        module.fail_json(msg=" ".join(refused + ["Nothing was changed."]), refused=refused)
+    if p["overwrite_target"] and p["identity_file"]:
+        params = clean_connection(p["overwrite_target"])
+        try:
+            error = check_overwrite_target(params, p["identity_file"])
+        except Exception as failure:  # noqa: BLE001 - psycopg2's errors: the message says what failed
+            error = f"could not check the identity of {describe(params)}: {str(failure).strip()}"
+        if error:
+            module.fail_json(msg=error)
+    module.exit_json(changed=False)
+
+
+if __name__ == "__main__":
+    main()

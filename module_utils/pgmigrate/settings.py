@@ -1,0 +1,131 @@
+"""The migration_* settings checked before anything changes (playbooks/checks/inventory.yml).
+
+A spec maps each setting's name to what it accepts: {type, min, max, choices, accepts}. Types:
+int, bool, str, choice, size (bytes or a number with kB/MB/GB/TB), duration (PostgreSQL: a number of
+milliseconds or a number with us/ms/s/min/h/d), list (of strings), order (list of {table, level}).
+Values given with -e arrive as strings ("0", "abc", "true"): each type reads them as Ansible does.
+Every problem is one message naming the variable, its value and what is accepted.
+"""
+
+import re
+
+from .module_args import parse_size
+
+TRUE_WORDS = ("true", "yes", "on", "1", "y", "t")
+FALSE_WORDS = ("false", "no", "off", "0", "n", "f")
+DURATION = re.compile(r"^\s*\d+(\.\d+)?\s*(us|ms|s|min|h|d)?\s*$")
+
+
+class SettingError(ValueError):
+    """A setting's value is not of its type."""
+
+
+TYPE_WORDS = {
+    "int": "a whole number",
+    "bool": "true or false",
+    "size": "a size: a number of bytes, or a number with kB, MB, GB or TB (e.g. 1GB)",
+    "duration": "a PostgreSQL duration: milliseconds, or a number with ms, s, min, h or d (e.g. 60s)",
+    "str": "a string",
+    "choice": "a string",
+    "list": "a list of names (e.g. [public, sales])",
+    "order": "a list of {table: name, level: number}",
+}
+
+
+def as_int(value):
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"[+-]?\d+", text):
+        raise SettingError(TYPE_WORDS["int"])
+    return int(text)
+
+
+def as_bool(value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in TRUE_WORDS + FALSE_WORDS:
+        raise SettingError(TYPE_WORDS["bool"])
+    return text in TRUE_WORDS
+
+
+def as_size(value):
+    try:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return parse_size(value)
+    except ValueError:
+        raise SettingError(TYPE_WORDS["size"]) from None
+
+
+def as_duration(value):
+    if isinstance(value, bool) or not DURATION.match(str(value)):
+        raise SettingError(TYPE_WORDS["duration"])
+    return str(value).strip()
+
+
+def as_str(value):
+    if not isinstance(value, str):
+        raise SettingError(TYPE_WORDS["str"])
+    return value
+
+
+def as_list(value):
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise SettingError(TYPE_WORDS["list"])
+    return value
+
+
+def as_order(value):
+    good = isinstance(value, list) and all(
+        isinstance(item, dict) and isinstance(item.get("table"), str) for item in value)
+    if not good:
+        raise SettingError(TYPE_WORDS["order"])
+    for item in value:
+        if "level" in item:
+            as_int(item["level"])
+    return value
+
+
+READERS = {"int": as_int, "bool": as_bool, "size": as_size, "duration": as_duration, "str": as_str,
+           "list": as_list, "order": as_order, "choice": as_str}
+
+
+def accepted(rule):
+    """What a rule accepts, in words."""
+    if rule.get("accepts"):
+        return rule["accepts"]
+    if rule.get("choices"):
+        return "one of " + ", ".join(str(choice) for choice in rule["choices"])
+    if rule["type"] == "int" and "min" in rule and "max" in rule:
+        return f"a whole number from {rule['min']} to {rule['max']}"
+    if rule["type"] == "int" and "min" in rule:
+        return f"a whole number of at least {rule['min']}"
+    if rule["type"] == "size" and "min" in rule:
+        return f"{TYPE_WORDS['size']}, at least {rule['min']} bytes"
+    return TYPE_WORDS[rule["type"]]
+
+
+def in_range(read, rule):
+    if rule.get("choices") and read not in rule["choices"]:
+        return False
+    if "min" in rule and read < rule["min"]:
+        return False
+    if "max" in rule and read > rule["max"]:
+        return False
+    return not (rule.get("nonempty") and not read)
+
+
+def problems(settings, spec):
+    """One message per setting that is not accepted, in the spec's order: name, value, what is accepted."""
+    found = []
+    for name, rule in spec.items():
+        if name not in settings:
+            continue
+        value = settings[name]
+        try:
+            good = in_range(READERS[rule["type"]](value), rule)
+        except SettingError:
+            good = False
+        if not good:
+            found.append(f"{name}={value!r} is not accepted: it must be {accepted(rule)}.")
+    return found
