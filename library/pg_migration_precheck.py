@@ -98,7 +98,8 @@ def check_overwrite_target(params, identity_file):
         return None
     return (f"{prefix}: the server at {params.get('host')}:{params.get('port')} is not that server ({mismatch}). "
             "Nothing was changed. Point migration_target at the embedded target (PGM_TARGET_PORT, as "
-            "scripts/embedded_pg.sh uses it), or use an inventory of your own.")
+            "scripts/embedded_pg.sh uses it), run with -e migration_target_overwrite=false (a target that "
+            "holds tables is then refused), or use an inventory of your own.")
 
 
 def main():

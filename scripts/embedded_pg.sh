@@ -93,6 +93,18 @@ start_server() {
     fi
   fi
   ensure_database "$name"
+  record_identity "$name"
+}
+
+# What identifies this server (its data directory's control file, read without connecting): the demo
+# inventory (inventories/local) overwrites a target only when the server it reaches is this one.
+record_identity() {
+  local name=$1 dir identifier
+  dir="$(data_root)/$name"
+  identifier=$(as_server "$PG_BIN/pg_controldata" -D "$dir" | sed -n 's/^Database system identifier: *//p')
+  mkdir -p "$EMBEDDED_DIR/identity"
+  printf 'system_identifier=%s\ndata_directory=%s\n' "$identifier" "$dir" \
+    > "$EMBEDDED_DIR/identity/$name"
 }
 
 # psql as the embedded superuser; the password travels in the environment, never in argv.

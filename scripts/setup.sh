@@ -14,8 +14,10 @@ scripts/install.sh
 scripts/embedded_pg.sh start
 say "loading the CDP reference database into the source (scale ${CDP_SCALE:-1})"
 .venv/bin/python -m cdp_reference.generate --host 127.0.0.1 --port "${PGM_SOURCE_PORT:-55432}" \
-  --dbname cdp --user postgres --password-file .embedded/secrets/source.password \
+  --dbname cdp --user postgres --password-file "${PGM_EMBEDDED_DIR:-.embedded}/secrets/source.password" \
   --scale "${CDP_SCALE:-1}" --drop
-say "running: ansible-playbook migrate.yml -i inventories/local"
-# The demo target is the project's own scratch server: overwriting it on a rerun is expected.
-.venv/bin/ansible-playbook migrate.yml -i inventories/local -e migration_target_overwrite=true
+say "running: ansible-playbook migrate.yml -i inventories/local (source port ${PGM_SOURCE_PORT:-55432}, target port ${PGM_TARGET_PORT:-55433})"
+# The demo target is the project's own scratch server: inventories/local overwrites it on a rerun, and
+# only it (the run checks the server's identity, recorded by scripts/embedded_pg.sh, first). The inventory
+# reads PGM_SOURCE_PORT, PGM_TARGET_PORT and PGM_EMBEDDED_DIR as the two scripts do.
+.venv/bin/ansible-playbook migrate.yml -i inventories/local

@@ -100,7 +100,7 @@ def accepted(rule):
         return f"a whole number from {rule['min']} to {rule['max']}"
     if rule["type"] == "int" and "min" in rule:
         return f"a whole number of at least {rule['min']}"
-    if rule["type"] == "size" and "min" in rule:
+    if rule["type"] == "size" and rule.get("min"):
         return f"{TYPE_WORDS['size']}, at least {rule['min']} bytes"
     return TYPE_WORDS[rule["type"]]
 
