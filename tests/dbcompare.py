@@ -285,6 +285,12 @@ def _snapshot(cur):
                                   AND d.objid = p.oid AND d.deptype = 'e')""",
         )
     }
+    snap["large object"] = _keyed(
+        cur,
+        """SELECT m.oid, pg_get_userbyid(m.lomowner) AS owner, m.lomacl::text AS acl,
+                  obj_description(m.oid, 'pg_largeobject') AS comment, md5(lo_get(m.oid)) AS md5
+             FROM pg_largeobject_metadata m""",
+    )
     snap["rows"] = _table_digests(cur)
     return snap
 

@@ -24,7 +24,7 @@ from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
 from . import catalog as catalog_module
-from . import planner, preflight, schema, state
+from . import database_settings, large_objects, planner, preflight, schema, state
 from .connection import connect, describe, friendly_connect_error, libpq_environment
 from .progress import Progress
 
@@ -64,6 +64,7 @@ DEFAULTS = {
     "check_mode": False,
     "stop_when_process_exits": None,
     "run_lock_wait_seconds": 120,
+    "database_settings": True,
 }
 
 # Advisory lock key on the target: one migration run at a time per target database.
@@ -114,6 +115,9 @@ class Engine:
         self.post_settings = ""
         self.replication_role = False
         self.lock_conn = None
+        self.large_objects = []
+        self.large_object_stats = {"copied": 0, "copied_bytes": 0, "resumed": 0}
+        self.settings_to_apply = []
 
     # ------------------------------------------------------------------ connections ----------
     def _connect(self, which, autocommit=False, application_name="pgmigrate"):
@@ -186,6 +190,8 @@ class Engine:
                 self.snapshot_conn, opts["exclude_schemas"], opts["include_schemas"])
             preflight.check_extensions(target_conn, self.catalog, self.target)
             preflight.check_target_rights(target_conn, self.target, self.catalog["schemas"], opts["schema_mode"])
+            self._read_large_objects()
+            self._plan_database_settings(target_conn)
             self.binary_ok = source_identity["encoding"] == target_identity["encoding"]
             self.plan = planner.build_plan(
                 self.catalog, workers=opts["workers"], split_tables_larger_than=opts["split_tables_larger_than"],
@@ -253,9 +259,7 @@ class Engine:
             summary = self._summary("complete", started)
             self._write_summary(summary)
             self._record_completion(key, target_identity)
-            final = self._connect("target")
-            state.drop_state(final)
-            final.close()
+            self._finish_in_target()
             self.progress.finish("complete", f"{len(self.plan['tables'])} tables in {summary['seconds']}s")
             return summary
         except Exception as error:
@@ -370,9 +374,119 @@ class Engine:
             finally:
                 self.snapshot_conn.close()
 
+    # ------------------------------------------------------------------ large objects, settings
+    def _read_large_objects(self):
+        """The source's large objects in the run's snapshot (none when the run is limited to some
+        schemas, as with pg_dump --schema)."""
+        if self.options["include_schemas"]:
+            return
+        try:
+            self.large_objects = large_objects.read_from_snapshot(self.source, self.snapshot_id)
+        except LookupError as error:
+            denied = error.args[0]
+            shown = ", ".join(str(o) for o in denied[:8]) + (f" and {len(denied) - 8} more" if len(denied) > 8 else "")
+            raise preflight.PreflightError(
+                f"The source login {self.source['user']} may not read {len(denied)} large object(s) of "
+                f"{describe(self.source)}: {shown}. GRANT SELECT ON LARGE OBJECT ... TO {self.source['user']} "
+                "(or connect as their owner or a superuser).") from None
+
+    def _plan_database_settings(self, target_conn):
+        """The source database's settings to carry, checked against the target login's rights before
+        anything changes; settings of roles the target lacks are skipped with a warning."""
+        if not self.options["database_settings"]:
+            return
+        source_settings = database_settings.read_settings(self.snapshot_conn)
+        self.settings_to_apply, warnings = database_settings.plan(source_settings, target_conn)
+        self.warnings.extend(warnings)
+        problems = database_settings.rights_problems(target_conn, self.settings_to_apply)
+        target_conn.rollback()
+        if problems:
+            raise preflight.PreflightError(
+                f"The source database has {len(self.settings_to_apply)} setting(s) to carry "
+                f"({', '.join(database_settings.describe_setting(s) for s in self.settings_to_apply[:5])}), but the "
+                f"target login {self.target['user']} may not set them on {describe(self.target)}: "
+                f"{'; '.join(problems)}. Grant that, or set migration_copy_database_settings=false to leave them.")
+
+    def _finish_in_target(self):
+        """The database's settings, then the run's state dropped: one transaction, the last one."""
+        conn = self._connect("target")
+        try:
+            with conn.cursor() as cur:
+                if self.settings_to_apply:
+                    database_settings.apply(cur, self.settings_to_apply, self.target["dbname"])
+            state.drop_state(conn)
+        except database_settings.SettingsError as error:
+            conn.rollback()
+            raise MigrationError(str(error)) from None
+        finally:
+            conn.close()
+        if self.settings_to_apply:
+            self._event(f"applied {len(self.settings_to_apply)} database setting(s) to the target")
+
+    def _large_object_jobs(self):
+        """Batches of the large objects not recorded as done, as jobs of the data phase's pool."""
+        todo = [lo for lo in self.large_objects if f"lo:{lo['oid']}" not in self.done]
+        resumed = len(self.large_objects) - len(todo)
+        self.large_object_stats["resumed"] = resumed
+        self.progress.set_large_objects(len(self.large_objects), sum(lo["bytes"] for lo in self.large_objects),
+                                        resumed, sum(lo["bytes"] for lo in self.large_objects
+                                                     if f"lo:{lo['oid']}" in self.done))
+        jobs = []
+        for batch in large_objects.batches(todo):
+            size = sum(lo["bytes"] for lo in batch)
+            jobs.append((1 + 1.0 / (1 + size), f"lo:{batch[0]['oid']}+{len(batch)}", self._large_object_job(batch)))
+        return jobs
+
+    def _large_object_job(self, batch):
+        def run(worker, conn):
+            streamed = [0]
+
+            def on_bytes(count):
+                streamed[0] += count
+                self.progress.add_large_object_bytes(count)
+
+            def mark(cur, done_batch, seconds):
+                state.mark_many_done(cur, self.run_id, [(f"lo:{lo['oid']}", 1, lo["bytes"]) for lo in done_batch],
+                                     seconds=seconds, worker=worker)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
+                        sql.Literal(self.options["lock_timeout"])))
+                    cur.execute("SET LOCAL synchronous_commit = off")
+                copied = large_objects.copy_batch(
+                    self.source, self.snapshot_id, conn, batch, no_owner=self.options["no_owner"],
+                    no_privileges=self.options["no_privileges"], on_bytes=on_bytes, should_stop=self.abort.is_set,
+                    mark_done=mark, application_name=f"pgmigrate worker {worker} large objects")
+                conn.commit()
+            except large_objects.MetadataError as error:
+                self._rollback_quietly(conn)
+                self.progress.large_objects_done(0, streamed[0])
+                raise MigrationError(str(error)) from None
+            except BaseException:
+                self._rollback_quietly(conn)
+                self.progress.large_objects_done(0, streamed[0])
+                raise
+            self.progress.large_objects_done(len(batch))
+            return {"large_objects": len(batch), "bytes": copied, "worker": worker}
+        return run
+
+    @staticmethod
+    def _rollback_quietly(conn):
+        try:
+            conn.rollback()
+        except psycopg2.Error:
+            pass
+
     # ------------------------------------------------------------------ target checks --------
     def _check_target_empty(self, target_conn):
         opts = self.options
+        colliding = large_objects.existing_oids(target_conn, [lo["oid"] for lo in self.large_objects])
+        target_conn.rollback()
+        if colliding and not opts["overwrite"]:
+            raise preflight.PreflightError(
+                f"The target {describe(self.target)} already holds {len(colliding)} large object(s) with the oids "
+                f"of the source's (e.g. {', '.join(str(o) for o in colliding[:5])}). Nothing was changed. Set "
+                "migration_target_overwrite=true to replace them.")
         if opts["schema_mode"] == "copy":
             present = preflight.existing_user_tables(target_conn, self.catalog["schemas"])
             if present and not opts["overwrite"]:
@@ -405,7 +519,11 @@ class Engine:
         self.replication_role = preflight.can_set_replication_role(target_conn)
 
     def _clear_target(self, target_conn):
-        """migration_target_overwrite=true: make room for the copy (nothing outside the source's schemas)."""
+        """migration_target_overwrite=true: make room for the copy (nothing outside the source's schemas,
+        and of the large objects only those whose oids the source's use)."""
+        removed = large_objects.unlink(target_conn, [lo["oid"] for lo in self.large_objects])
+        if removed:
+            self._event(f"overwrite: removed {removed} large object(s) of the target with the source's oids")
         with target_conn.cursor() as cur:
             if self.options["schema_mode"] == "copy":
                 for schema_name in self.catalog["schemas"]:
@@ -814,11 +932,17 @@ class Engine:
             if remaining_parts[table_plan["table"]] == 0:
                 pending = index_jobs(table_plan["table"])
                 jobs.extend(pending or finish_jobs(table_plan["table"]))
+        lo_jobs = self._large_object_jobs()
 
         lock = threading.Lock()
 
         def on_done(key, result):
             if key.startswith("analyze:"):
+                return []
+            if key.startswith("lo:"):
+                with lock:
+                    self.large_object_stats["copied"] += result["large_objects"]
+                    self.large_object_stats["copied_bytes"] += result["bytes"]
                 return []
             if key.startswith("attach:"):
                 return analyze_jobs(key[len("attach:"):])
@@ -841,14 +965,20 @@ class Engine:
             return index_jobs(table_name) or finish_jobs(table_name)
 
         if copy_mode:
-            self._run_jobs(jobs, on_done)
+            self._run_jobs(jobs + lo_jobs, on_done)
         else:
-            # Existing schema: foreign keys are in force, so load level by level.
-            for level in sorted({t["level"] for t in tables}):
+            # Existing schema: foreign keys are in force, so load level by level (large objects with the
+            # first level).
+            levels = sorted({t["level"] for t in tables})
+            for level in levels:
                 level_jobs = [j for j in jobs if j[1] in
                               {f"data:{p['id']}" for t in tables if t["level"] == level for p in t["parts"]}]
+                if level == levels[0]:
+                    level_jobs, lo_jobs = level_jobs + lo_jobs, []
                 self._enter_phase("data", f"level {level}: {len(level_jobs)} part(s)")
                 self._run_jobs(level_jobs, on_done)
+            if lo_jobs:
+                self._run_jobs(lo_jobs, on_done)
 
     def _data_priority(self, table_plan):
         # Largest first; in existing mode the level comes first (handled by running level by level).
@@ -1025,6 +1155,10 @@ class Engine:
             "bytes": sum(t["bytes"] for t in tables),
             "sequences": len(self.catalog["sequences"]) if self.catalog else 0,
             "post_data_entries": len(getattr(self, "post_entries", []) or []),
+            "large_objects": {"count": len(self.large_objects), "bytes": sum(lo["bytes"] for lo in self.large_objects),
+                              **self.large_object_stats},
+            "database_settings": [
+                {"role": s["role"], "name": s["name"], "value": s["value"]} for s in self.settings_to_apply],
             "plan": {"levels": self.plan["levels"], "cycles": self.plan["cycles"],
                      "self_references": self.plan["self_references"]} if self.plan else None,
             "warnings": self.warnings,

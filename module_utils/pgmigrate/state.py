@@ -1,6 +1,6 @@
 """The run's state, kept in the target database itself, in the schema _pgmigrate.
 
-Each unit of work (a table part, a post-data statement, the sequences) is recorded as done in the
+Each unit of work (a table part, a post-data statement, the sequences, a large object) is recorded as done in the
 same transaction that does it, so after a crash at any moment the state says exactly what is in
 the target: a part is either complete and recorded, or absent. The schema is dropped when the
 run completes, so nothing of the tool is left behind.
@@ -88,6 +88,19 @@ def mark_done(cur, run_id, step, rows=None, bytes_=None, seconds=None, worker=No
     cur.execute(
         f"INSERT INTO {STATE_SCHEMA}.done (run_id, step, rows, bytes, seconds, worker) VALUES (%s, %s, %s, %s, %s, %s)",
         (run_id, step, rows, bytes_, seconds, worker),
+    )
+
+
+def mark_many_done(cur, run_id, steps, seconds=None, worker=None):
+    """Record several steps as done in one statement: steps is a list of (step, rows, bytes)."""
+    if not steps:
+        return
+    names, rows, sizes = (list(column) for column in zip(*steps, strict=True))
+    cur.execute(
+        f"INSERT INTO {STATE_SCHEMA}.done (run_id, step, rows, bytes, seconds, worker) "
+        "SELECT %s, s.step, s.rows, s.bytes, %s, %s FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
+        "AS s(step, rows, bytes)",
+        (run_id, seconds, worker, names, rows, sizes),
     )
 
 

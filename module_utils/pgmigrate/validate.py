@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from psycopg2 import sql
 
 from . import catalog as catalog_module
+from . import validate_large_objects
 from .connection import connect, describe
 
 BUCKETS = 1024
@@ -217,6 +218,7 @@ class Validator:
                 result["checks"].append(self.check_orphans())
             if "sequences" in self.enabled:
                 result["checks"].append(self.check_sequences())
+            result["checks"].extend(validate_large_objects.checks_for(self))  # large objects, database settings
         finally:
             self.src_pool.close()
             self.dst_pool.close()
