@@ -36,6 +36,13 @@ options:
   confirm_target: {description: Must repeat the target's database name when it is production., type: str, default: ""}
   stop_when_process_exits: {description: "PID of the controlling ansible-playbook: the copy stops cleanly when it is gone.", type: int}
   run_lock_wait_seconds: {description: How long to wait for another run on the same target to end., type: int, default: 120}
+  database_settings:
+    description:
+      - Carry the source database's settings (ALTER DATABASE ... SET) and its roles' settings in it
+        (ALTER ROLE ... IN DATABASE ... SET) to the target database; settings of roles the target lacks are
+        skipped with a warning. C(false) leaves them.
+    type: bool
+    default: true
 author: pgmigrate maintainers
 """
 
@@ -50,7 +57,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 summary:
-  description: Per-table rows, bytes, seconds and worker, totals, warnings and the run's directory.
+  description: >-
+    Per-table rows, bytes, seconds and worker, totals, large objects (count, bytes, copied, resumed), the
+    database settings carried, warnings and the run's directory.
   returned: always
   type: dict
 """
@@ -94,6 +103,7 @@ def main():
             "confirm_target": {"type": "str", "default": ""},
             "stop_when_process_exits": {"type": "int"},
             "run_lock_wait_seconds": {"type": "int", "default": 120},
+            "database_settings": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
@@ -105,7 +115,7 @@ def main():
             "schema_mode", "workers", "source_frozen", "overwrite", "restart", "artifacts_dir", "progress_file",
             "include_schemas", "exclude_schemas", "no_owner", "no_privileges", "analyze", "retries", "lock_timeout",
             "maintenance_work_mem", "target_is_production", "confirm_target", "stop_when_process_exits",
-            "run_lock_wait_seconds")}
+            "run_lock_wait_seconds", "database_settings")}
         options["split_tables_larger_than"] = parse_size(params["split_tables_larger_than"])
         options["check_mode"] = module.check_mode
         summary = copier.migrate(clean_connection(params["source"]), clean_connection(params["target"]), **options)

@@ -1,0 +1,103 @@
+"""Database-level settings (ALTER DATABASE ... SET, ALTER ROLE ... IN DATABASE ... SET) are carried to
+the target and validated by name; migration_copy_database_settings=false leaves them."""
+
+import os
+
+import pytest
+
+from conftest import connect, execute, query
+from pgmigrate import copier, preflight
+from pgmigrate.catalog import STATE_SCHEMA
+from pgmigrate.database_settings import read_settings
+from pgmigrate.validate import Validator
+
+
+def migrate(src, dst, tmp_path, **options):
+    options.setdefault("workers", 2)
+    return copier.migrate(src, dst, artifacts_dir=str(tmp_path / "artifacts"), **options)
+
+
+def settings_of(params):
+    conn = connect(params)
+    try:
+        return {(s["role"], s["name"]): s["value"] for s in read_settings(conn)}
+    finally:
+        conn.close()
+
+
+def settings_check(src, dst):
+    result = Validator(src, dst, workers=2, checks=["schema"]).run()
+    return next(c for c in result["checks"] if c["name"] == "database_settings")
+
+
+@pytest.fixture
+def settings_pair(db_pair, source_server, target_server):
+    """pgcopydb's case: the application's schema (named "abc", quotes included) on the database's
+    search_path; a role on both servers with a setting in the database, one only on the source."""
+    src, dst = db_pair
+    suffix = src["dbname"][-10:]
+    both, source_only = f"app_{suffix}", f"gone_{suffix}"
+    execute(source_server, f'CREATE ROLE "{both}"', f'CREATE ROLE "{source_only}"')
+    execute(target_server, f'CREATE ROLE "{both}"')
+    execute(src,
+            'CREATE SCHEMA """abc"""',
+            'CREATE TABLE """abc""".state (id int PRIMARY KEY, name text)',
+            "INSERT INTO \"\"\"abc\"\"\".state VALUES (1, 'open'), (2, 'closed')",
+            f"""ALTER DATABASE "{src['dbname']}" SET search_path TO '"abc"', public""",
+            f'''ALTER DATABASE "{src['dbname']}" SET work_mem TO '8MB\'''',
+            f'''ALTER ROLE "{both}" IN DATABASE "{src['dbname']}" SET statement_timeout TO '5s\'''',
+            f'''ALTER ROLE "{source_only}" IN DATABASE "{src['dbname']}" SET work_mem TO '1MB\'''')
+    yield src, dst, both, source_only
+    for server, params in ((source_server, src), (target_server, dst)):
+        execute(server, f'DROP DATABASE IF EXISTS "{params["dbname"]}" WITH (FORCE)')
+    execute(source_server, f'DROP ROLE IF EXISTS "{both}"', f'DROP ROLE IF EXISTS "{source_only}"')
+    execute(target_server, f'DROP ROLE IF EXISTS "{both}"')
+
+
+def test_database_and_role_settings_are_carried_and_validated(settings_pair, tmp_path):
+    src, dst, both, source_only = settings_pair
+    summary = migrate(src, dst, tmp_path)
+    assert summary["status"] == "complete"
+    assert settings_of(dst) == {(None, "search_path"): '"""abc""", public', (None, "work_mem"): "8MB",
+                                (both, "statement_timeout"): "5s"}
+    assert any(source_only in w and "does not exist in the target" in w for w in summary["warnings"])
+    # the application's unqualified names resolve on the target as on the source
+    assert query(dst, "SELECT current_setting('search_path'), count(*) FROM state") == [('"""abc""", public', 2)]
+    check = settings_check(src, dst)
+    assert check["status"] == "warn", check["summary"]
+    assert [i["detail"] for i in check["items"] if i["status"] == "warn"] == [
+        f"setting work_mem of role {source_only} in the database not carried: role {source_only} does not exist "
+        "in the target"]
+
+
+def test_switched_off_the_settings_are_left_and_validation_names_the_missing_one(settings_pair, tmp_path):
+    src, dst, _both, _source_only = settings_pair
+    summary = migrate(src, dst, tmp_path, database_settings=False)
+    assert summary["status"] == "complete" and summary["database_settings"] == []
+    assert settings_of(dst) == {}
+    check = settings_check(src, dst)
+    assert check["status"] == "fail"
+    assert "database setting search_path missing in the target" in check["summary"]
+    execute(dst, f"""ALTER DATABASE "{dst['dbname']}" SET search_path TO public""")
+    changed = settings_check(src, dst)
+    assert 'database setting search_path: source """abc""", public / target public' in changed["summary"]
+
+
+def test_a_login_that_may_not_set_them_is_refused_before_anything_changes(settings_pair, tmp_path, target_server):
+    src, dst, _both, _source_only = settings_pair
+    login, password = f"copier_{dst['dbname'][-10:]}", "pw-" + os.urandom(8).hex()
+    execute(target_server, f"CREATE ROLE \"{login}\" LOGIN PASSWORD '{password}'",
+            f'GRANT CREATE ON DATABASE "{dst["dbname"]}" TO "{login}"')
+    execute(dst, f'GRANT CREATE ON SCHEMA public TO "{login}"')
+    try:
+        with pytest.raises(preflight.PreflightError) as raised:
+            migrate(src, {**dst, "user": login, "password": password}, tmp_path)
+        message = str(raised.value)
+        assert "database setting search_path" in message and "migration_copy_database_settings=false" in message
+        assert "needs the target database's owner" in message and password not in message
+        assert query(dst, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (STATE_SCHEMA,)) == [(0,)]
+        assert query(dst, "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', "
+                          "'information_schema')") == [(0,)]
+    finally:
+        execute(target_server, f'DROP DATABASE IF EXISTS "{dst["dbname"]}" WITH (FORCE)',
+                f'DROP ROLE IF EXISTS "{login}"')
