@@ -57,6 +57,7 @@ try:
     from ansible.module_utils.pgmigrate.connection import ConfigError
     from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
     from ansible.module_utils.pgmigrate.preflight import PreflightError
+    from ansible.module_utils.pgmigrate.validate import ValidationError
     from ansible.module_utils.pgmigrate.validation_run import run_validation
     IMPORT_ERROR = None
 except ImportError:

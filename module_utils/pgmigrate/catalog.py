@@ -150,10 +150,17 @@ def excluded_schemas(extra=()):
     return tuple(SYSTEM_SCHEMAS) + (STATE_SCHEMA,) + tuple(extra)
 
 
+# The reg* types (regclass, regtype, regproc, ...): binary COPY sends the object's OID, which differs
+# between servers; text COPY sends its name.
+OID_ALIAS_TYPES = {24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 4089, 4096, 4191}
+
+
 def _binary_copy_safe(columns):
     """COPY's binary format embeds type OIDs for arrays and composites: those of user-defined
-    types differ between two servers, so such tables travel in text format."""
+    types differ between two servers, so such tables travel in text format (as do reg* columns)."""
     for column in columns:
+        if OID_ALIAS_TYPES & {column["type_oid"], column["typelem"], column["typbasetype"]}:
+            return False
         if column["typtype"] == "c" and column["type_oid"] >= FIRST_NORMAL_OID:
             return False
         if column["typelem"] and column["typcategory"] == "A" and (

@@ -2,7 +2,9 @@
 
 Digests are computed inside each server, order-independently: per table the row count and the sum
 of a 64-bit hash of every row (hash_record_extended over the row, with every column whose hash is
-not exact across servers — enums, floats, numerics, user types — hashed through its text form).
+not exact across servers — xml, json, enums, floats, numerics, money, composites, ranges, user types —
+hashed through its output function, that is by the text COPY transfers, in sessions that fix every
+setting that text depends on). Rows hidden by row-level security are never silently skipped.
 Source and target are read in parallel. Rows are bucketed by a hash of the key in that same scan,
 so a mismatch costs one more scan per side: it hashes the key of every row but the whole row only
 in the differing buckets, and names the missing, extra and changed keys. Tables without a key are
@@ -11,8 +13,11 @@ compared as multisets (duplicates count).
 
 import threading
 import time
+from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
+import psycopg2
 from psycopg2 import sql
 
 from . import catalog as catalog_module
@@ -21,19 +26,33 @@ from .connection import connect, describe
 
 BUCKETS = 1024
 BUCKETS_PER_PASS = 32
-# Built-in types whose hash is exact (equal hash input only for identical values) and the same on
-# every server; everything else is hashed through its text form.
+# Built-in types whose hash is exact (equal hash input only for identical values, whatever the collation
+# once text-like ones are hashed under "C") and the same on every server. Every other type is hashed by
+# its output function: the text COPY transfers (xml without its declaration, numeric with its scale,
+# jsonb as written out, floats to the last digit), rendered identically on both sides (SESSION_SETTINGS).
 EXACT_HASH_TYPES = {
-    "bool", "int2", "int4", "int8", "text", "varchar", "bpchar", "name", "uuid", "date", "timestamp",
-    "timestamptz", "time", "bytea", "jsonb", "oid", "char",
+    "bool", "int2", "int4", "int8", "text", "varchar", "name", "uuid", "date", "timestamp",
+    "timestamptz", "time", "bytea", "oid", "char",
 }
+# Every setting an output function or a catalog function's rendering depends on, fixed in each of the
+# validator's sessions so that source and target render alike whatever their servers, databases or
+# roles set: definitions name every object with its schema (search_path), values look as COPY sends them.
+SESSION_SETTINGS = (
+    ("search_path", "pg_catalog"), ("DateStyle", "ISO, YMD"), ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"), ("TimeZone", "UTC"), ("lc_monetary", "C"), ("bytea_output", "hex"),
+    ("default_transaction_read_only", "on"), ("row_security", "off"), ("statement_timeout", "0"),
+)
+# How long a read waits for the lock that lifts FORCE ROW LEVEL SECURITY inside its own transaction.
+LIFT_LOCK_TIMEOUT = "60s"
 
 TYPES_QUERY = """
 SELECT a.attname, t.typname, n.nspname, t.typtype, t.typcategory,
        et.typname AS elem_typname, en.nspname AS elem_nspname,
-       bt.typname AS base_typname, bn.nspname AS base_nspname
+       bt.typname AS base_typname, bn.nspname AS base_nspname,
+       a.attcollation <> 0 AS collatable, format('%%I.%%I', pn.nspname, p.proname) AS output_function
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace n ON n.oid = t.typnamespace
+JOIN pg_proc p ON p.oid = t.typoutput JOIN pg_namespace pn ON pn.oid = p.pronamespace
 LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
 LEFT JOIN pg_namespace en ON en.oid = et.typnamespace
 LEFT JOIN pg_type bt ON bt.oid = t.typbasetype AND t.typtype = 'd'
@@ -42,37 +61,57 @@ WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 
+Column = namedtuple("Column", "name typname nsp typtype category elem elem_nsp base base_nsp collatable output")
+
+
+class ValidationError(Exception):
+    """Validation could not read what it must compare: the message names the table, the side and the fix."""
+
 
 def _exact(typname, nspname):
     return nspname == "pg_catalog" and typname in EXACT_HASH_TYPES
 
 
+def _is_exact(column):
+    if column.category == "A":
+        return column.elem is not None and _exact(column.elem, column.elem_nsp)
+    if column.typtype == "d":
+        return column.base is not None and _exact(column.base, column.base_nsp)
+    return _exact(column.typname, column.nsp)
+
+
+def column_expressions(column, alias="r"):
+    """How one column enters a row hash: an exact type by its value (text-like ones under "C", whose hash
+    is bytewise; an array with its bounds too, which its hash ignores), any other by its output function."""
+    column = Column(*column)
+    ref = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(column.name))
+    if not _is_exact(column):
+        return [sql.SQL("{}({})::text").format(sql.SQL(column.output), ref)]
+    value = sql.SQL('{} COLLATE "C"').format(ref) if column.collatable else ref
+    if column.category == "A":
+        return [value, sql.SQL("pg_catalog.array_dims({})").format(ref)]
+    return [value]
+
+
 def row_hash_expression(columns, alias="r"):
-    """SQL for a 64-bit hash of a row of the given columns (name, typname, nsp, typtype, category,
-    elem_typname, elem_nsp, base_typname, base_nsp)."""
-    parts = []
-    for name, typname, nsp, typtype, category, elem, elem_nsp, base, base_nsp in columns:
-        column = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
-        if category == "A":
-            exact = elem is not None and _exact(elem, elem_nsp)
-        elif typtype == "d":
-            exact = base is not None and _exact(base, base_nsp)
-        else:
-            exact = _exact(typname, nsp)
-        parts.append(column if exact else sql.SQL("{}::text").format(column))
+    """SQL for a 64-bit hash of a row of the given columns (rows of TYPES_QUERY)."""
+    parts = [part for column in columns for part in column_expressions(column, alias)]
     if not parts:
         return sql.SQL("0::bigint")
     # ROW() of one column is still a record; hash_record_extended is strict, so all-NULL rows hash to 0.
     return sql.SQL("COALESCE(hash_record_extended(ROW({}), 0), 0)").format(sql.SQL(", ").join(parts))
 
 
-def _key_expression(key_columns, alias="r"):
-    return sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in key_columns)
+def _key_expression(key_columns, columns, alias="r"):
+    """The key's columns as they enter a hash (a key of a type without a hash function, money or bit
+    varying, is hashed by its text)."""
+    by_name = {column[0]: column for column in columns}
+    return sql.SQL(", ").join(part for c in key_columns for part in column_expressions(by_name[c], alias))
 
 
-def _bucket_expression(key_columns, row_hash, alias="r"):
+def _bucket_expression(key_columns, columns, row_hash, alias="r"):
     if key_columns:
-        source = sql.SQL("hash_record_extended(ROW({}), 1)").format(_key_expression(key_columns, alias))
+        source = sql.SQL("hash_record_extended(ROW({}), 1)").format(_key_expression(key_columns, columns, alias))
     else:
         source = row_hash
     return sql.SQL("(COALESCE({}, 0) & {})").format(source, sql.Literal(BUCKETS - 1))
@@ -128,12 +167,27 @@ def table_key(table):
     return None
 
 
-class ConnectionPool:
-    """One connection per thread and side, reused across tasks."""
+def _rollback_quietly(conn):
+    """End a failed transaction without letting a second error (a broken connection) hide the first."""
+    try:
+        conn.rollback()
+    except psycopg2.Error:
+        pass
 
-    def __init__(self, params, application_name):
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+class ConnectionPool:
+    """One connection per thread and side, reused across tasks, each with SESSION_SETTINGS."""
+
+    def __init__(self, params, application_name, side="database"):
         self.params = params
         self.application_name = application_name
+        self.side = side
+        # Tables under FORCE ROW LEVEL SECURITY that the login owns: read past it (see reading()).
+        self.lifted = set()
         self.local = threading.local()
         self.all = []
         self.lock = threading.Lock()
@@ -143,14 +197,40 @@ class ConnectionPool:
         if conn is None or conn.closed:
             conn = connect(self.params, application_name=self.application_name)
             with conn.cursor() as cur:
-                cur.execute("SET default_transaction_read_only = on")
-                cur.execute("SET row_security = off")
-                cur.execute("SET statement_timeout = 0")
+                for name, value in SESSION_SETTINGS:
+                    cur.execute("SELECT set_config(%s, %s, false)", (name, value))
             conn.commit()
             self.local.conn = conn
             with self.lock:
                 self.all.append(conn)
         return conn
+
+    @contextmanager
+    def reading(self, what, tables=()):
+        """This thread's connection in a read transaction, always rolled back. The tables in it that are
+        under FORCE ROW LEVEL SECURITY and owned by the login are read past it, as the copier writes them:
+        NO FORCE inside this transaction only, never committed, so no other session ever sees it lifted.
+        A database error becomes a ValidationError naming what was read and where."""
+        conn = self.get()
+        try:
+            lift = sorted(set(tables) & self.lifted)  # always in the same order: no deadlock between workers
+            if lift:
+                self._lift_forced_row_security(conn, lift)
+            yield conn
+        except psycopg2.Error as error:
+            _rollback_quietly(conn)
+            raise ValidationError(f"{what} on the {self.side} failed: {_first_line(error)}") from error
+        except BaseException:
+            _rollback_quietly(conn)
+            raise
+        conn.rollback()
+
+    def _lift_forced_row_security(self, conn, tables):
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION READ WRITE")
+            cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LIFT_LOCK_TIMEOUT)))
+            for table in tables:
+                cur.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(sql.SQL(table)))
 
     def close(self):
         for conn in self.all:
@@ -193,11 +273,29 @@ class Validator:
             return src.result(), dst.result()
 
     def _read_catalog(self, pool):
-        conn = pool.get()
-        try:
+        with pool.reading("reading the catalog") as conn:
             return catalog_module.read_catalog(conn, self.exclude_schemas, self.include_schemas)
-        finally:
-            conn.rollback()
+
+    # ---------------------------------------------------------------- row-level security ---
+    def _row_security(self):
+        """Every table must be read whole. Where row-level security would filter the validator's reads, the
+        target's tables the login owns under FORCE ROW LEVEL SECURITY are read past it (ConnectionPool
+        .reading); any other is refused here, before any check, naming the table and the fix."""
+        refused = []
+        for pool, catalog in ((self.src_pool, self.src_catalog), (self.dst_pool, self.dst_catalog)):
+            names = {t["qualname"] for t in catalog["tables"]}
+            with pool.reading("reading the tables' row-level security") as conn, conn.cursor() as cur:
+                cur.execute(ROW_SECURITY_QUERY, (catalog_module.excluded_schemas(self.exclude_schemas),))
+                rows = cur.fetchall()
+            for login, table, forced_owner in rows:
+                if table not in names:
+                    continue
+                if forced_owner and pool is self.dst_pool:
+                    pool.lifted.add(table)
+                else:
+                    refused.append((pool.side, login, table, forced_owner))
+        if refused:
+            raise ValidationError(row_security_refusal(refused))
 
     # ---------------------------------------------------------------- entry ----------------
     def run(self):
@@ -206,6 +304,7 @@ class Validator:
                   "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checks": []}
         try:
             self.src_catalog, self.dst_catalog = self._catalogs()
+            self._row_security()
             tables = [t for t in self.src_catalog["tables"] if not t["partitioned"]]
             target_tables = {t["qualname"] for t in self.dst_catalog["tables"]}
             self.tables = sorted(tables, key=lambda t: -t["table_bytes"])
@@ -230,23 +329,20 @@ class Validator:
     def _digest(self, pool, table):
         """Count and digest of a table in one scan, grouped by key bucket so that a mismatch can be
         pinpointed without hashing the table again."""
-        conn = pool.get()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(TYPES_QUERY, (table["qualname"],))
-                columns = cur.fetchall()
-                key = table_key(table)
-                row_hash = row_hash_expression(columns)
-                uuid_column = uuid_key_column(key, columns)
-                bucket = _uuid_bucket_expression(uuid_column) if uuid_column else _bucket_expression(key, row_hash)
-                t0 = time.monotonic()
-                cur.execute(sql.SQL("SELECT {} AS b, count(*), sum({}) FROM ONLY {} r GROUP BY 1").format(
-                    bucket, row_hash, sql.SQL(table["qualname"])))
-                buckets = {b: (c, int(h)) for b, c, h in cur.fetchall()}
-            return {"rows": sum(c for c, _ in buckets.values()), "digest": str(sum(h for _, h in buckets.values())),
-                    "buckets": buckets, "columns": columns, "key": key, "seconds": time.monotonic() - t0}
-        finally:
-            conn.rollback()
+        with pool.reading(f"digesting {table['qualname']}", (table["qualname"],)) as conn, conn.cursor() as cur:
+            cur.execute(TYPES_QUERY, (table["qualname"],))
+            columns = cur.fetchall()
+            key = table_key(table)
+            row_hash = row_hash_expression(columns)
+            uuid_column = uuid_key_column(key, columns)
+            bucket = (_uuid_bucket_expression(uuid_column) if uuid_column
+                      else _bucket_expression(key, columns, row_hash))
+            t0 = time.monotonic()
+            cur.execute(sql.SQL("SELECT {} AS b, count(*), sum({}) FROM ONLY {} r GROUP BY 1").format(
+                bucket, row_hash, sql.SQL(table["qualname"])))
+            buckets = {b: (c, int(h)) for b, c, h in cur.fetchall()}
+        return {"rows": sum(c for c, _ in buckets.values()), "digest": str(sum(h for _, h in buckets.values())),
+                "buckets": buckets, "columns": columns, "key": key, "seconds": time.monotonic() - t0}
 
     def check_rows(self):
         started = time.monotonic()
@@ -297,26 +393,22 @@ class Validator:
 
     def _stream(self, pool, table, columns, key_columns, buckets):
         """Yield (key tuple as text, row hash) for the rows in the given buckets, streamed."""
-        conn = pool.get()
         row_hash = row_hash_expression(columns)
         keys_text = sql.SQL(", ").join(sql.SQL("r.{}::text").format(sql.Identifier(c)) for c in key_columns)
         uuid_column = uuid_key_column(key_columns, columns)
         if uuid_column:
             condition = _uuid_ranges_condition(uuid_column, buckets)
         else:
-            condition = sql.SQL("{} = ANY({})").format(_bucket_expression(key_columns, row_hash),
+            condition = sql.SQL("{} = ANY({})").format(_bucket_expression(key_columns, columns, row_hash),
                                                        sql.Literal(sorted(buckets)))
         query = sql.SQL("SELECT ARRAY[{}], {} FROM ONLY {} r WHERE {}").format(
             keys_text, row_hash, sql.SQL(table["qualname"]), condition)
-        cursor = conn.cursor(name=f"pinpoint_{id(self)}_{threading.get_ident()}")
-        cursor.itersize = 20000
-        try:
+        with pool.reading(f"reading the differing rows of {table['qualname']}", (table["qualname"],)) as conn, \
+                conn.cursor(name=f"pinpoint_{id(self)}_{threading.get_ident()}") as cursor:
+            cursor.itersize = 20000
             cursor.execute(query)
             for key, row_hash_value in cursor:
                 yield tuple(key), row_hash_value
-        finally:
-            cursor.close()
-            conn.rollback()
 
     def _pinpoint(self, table, src, dst):
         name = table["qualname"]
@@ -379,16 +471,13 @@ class Validator:
 
     def _compare_multisets(self, table, src, dst, buckets):
         def grouped(pool, columns):
-            conn = pool.get()
-            try:
-                row_hash = row_hash_expression(columns)
-                bucket = _bucket_expression(None, row_hash)
-                with conn.cursor() as cur:
-                    cur.execute(sql.SQL("SELECT {} AS h, count(*) FROM ONLY {} r WHERE {} = ANY(%s) GROUP BY 1")
-                                .format(row_hash, sql.SQL(table["qualname"]), bucket), (sorted(buckets),))
-                    return dict(cur.fetchall())
-            finally:
-                conn.rollback()
+            row_hash = row_hash_expression(columns)
+            bucket = _bucket_expression(None, columns, row_hash)
+            with pool.reading(f"reading the differing rows of {table['qualname']}", (table["qualname"],)) as conn, \
+                    conn.cursor() as cur:
+                cur.execute(sql.SQL("SELECT {} AS h, count(*) FROM ONLY {} r WHERE {} = ANY(%s) GROUP BY 1")
+                            .format(row_hash, sql.SQL(table["qualname"]), bucket), (sorted(buckets),))
+                return dict(cur.fetchall())
 
         with ThreadPoolExecutor(2) as pool:
             s = pool.submit(grouped, self.src_pool, src["columns"])
@@ -405,8 +494,7 @@ class Validator:
     def check_orphans(self):
         started = time.monotonic()
         check = _check("orphans", "Referential integrity: orphan rows for every foreign key (NOT VALID included)")
-        conn = self.dst_pool.get()
-        with conn.cursor() as cur:
+        with self.dst_pool.reading("reading the foreign keys") as conn, conn.cursor() as cur:
             cur.execute("""
                 SELECT con.conname, format('%%I.%%I', n.nspname, c.relname), format('%%I.%%I', fn.nspname, fc.relname),
                        ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
@@ -420,11 +508,9 @@ class Validator:
                 WHERE con.contype = 'f' AND con.conparentid = 0 AND n.nspname NOT IN %s
                 ORDER BY 2, 1""", (catalog_module.excluded_schemas(self.exclude_schemas),))
             foreign_keys = cur.fetchall()
-        conn.rollback()
 
         def orphans(fk, pool=self.dst_pool):
             name, child, parent, columns, parent_columns, validated, match = fk
-            conn = pool.get()
             child_cols = [sql.SQL("c.{}").format(sql.Identifier(col)) for col in columns]
             join = sql.SQL(" AND ").join(
                 sql.SQL("p.{} = c.{}").format(sql.Identifier(pc), sql.Identifier(cc))
@@ -437,16 +523,14 @@ class Validator:
             query = sql.SQL("SELECT {} FROM {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})").format(
                 sql.SQL(", ").join(sql.SQL("{}::text").format(c) for c in child_cols), sql.SQL(child), null_test,
                 sql.SQL(parent), join)
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(sql.SQL("SELECT count(*) FROM ({}) o").format(query))
-                    count = cur.fetchone()[0]
-                    sample = []
-                    if count:
-                        cur.execute(sql.SQL("{} LIMIT {}").format(query, sql.Literal(self.sample_limit)))
-                        sample = [list(r) for r in cur.fetchall()]
-            finally:
-                conn.rollback()
+            with pool.reading(f"looking for orphans of {child}.{name}", (child, parent)) as conn, \
+                    conn.cursor() as cur:
+                cur.execute(sql.SQL("SELECT count(*) FROM ({}) o").format(query))
+                count = cur.fetchone()[0]
+                sample = []
+                if count:
+                    cur.execute(sql.SQL("{} LIMIT {}").format(query, sql.Literal(self.sample_limit)))
+                    sample = [list(r) for r in cur.fetchall()]
             label = f"{child}.{name}"
             status = "fail" if count else "pass"
             detail = (f"{count} orphan row(s) referencing {parent}: {', '.join(columns)} = "
@@ -480,49 +564,46 @@ class Validator:
         started = time.monotonic()
         check = _check("sequences", "Sequences and identity columns: source state, and ahead of every column fed")
         target_seqs = {s["qualname"]: s for s in self.dst_catalog["sequences"]}
-        conn = self.dst_pool.get()
-        try:
-            for seq in self.src_catalog["sequences"]:
-                name = seq["qualname"]
-                tseq = target_seqs.get(name)
-                if tseq is None:
-                    check["items"].append({"table": name, "status": "fail", "detail": f"{name} missing in the target"})
-                    continue
-                problems, warnings = [], []
-                same_state = (tseq["last_value"], tseq["is_called"]) == (seq["last_value"], seq["is_called"])
-                if self.sequences_exact and not same_state:
-                    problems.append(f"state (last_value {tseq['last_value']}, is_called {tseq['is_called']}) differs "
-                                    f"from the source's ({seq['last_value']}, {seq['is_called']})")
-                next_value = tseq["last_value"] + tseq["increment"] if tseq["is_called"] else tseq["last_value"]
-                for feed in tseq["feeds"]:
-                    with conn.cursor() as cur:
-                        if tseq["increment"] > 0:
-                            cur.execute(sql.SQL("SELECT max({})::numeric FROM {}").format(
-                                sql.Identifier(feed["column"]), sql.SQL(feed["table"])))
-                            extreme = cur.fetchone()[0]
-                            behind = extreme is not None and next_value <= extreme
-                        else:
-                            cur.execute(sql.SQL("SELECT min({})::numeric FROM {}").format(
-                                sql.Identifier(feed["column"]), sql.SQL(feed["table"])))
-                            extreme = cur.fetchone()[0]
-                            behind = extreme is not None and next_value >= extreme
-                    if behind:
-                        message = (f"next value {next_value} collides with {feed['table']}.{feed['column']} "
-                                   f"(holds {extreme}); fix: SELECT setval('{name}', {extreme})")
-                        if same_state:
-                            # A faithful copy of the source's own defect: reported, not blamed on the copy.
-                            warnings.append(message + " (the source has the same defect)")
-                        else:
-                            problems.append(message)
-                status = "fail" if problems else ("warn" if warnings else "pass")
-                check["items"].append({"table": name, "status": status,
-                                       "detail": "; ".join(problems + warnings) or
-                                       f"last_value {tseq['last_value']}, is_called {tseq['is_called']}, "
-                                       f"feeds {len(tseq['feeds'])} column(s)"})
-        finally:
-            conn.rollback()
+        for seq in self.src_catalog["sequences"]:
+            name = seq["qualname"]
+            tseq = target_seqs.get(name)
+            if tseq is None:
+                check["items"].append({"table": name, "status": "fail", "detail": f"{name} missing in the target"})
+                continue
+            problems, warnings = [], []
+            same_state = (tseq["last_value"], tseq["is_called"]) == (seq["last_value"], seq["is_called"])
+            if self.sequences_exact and not same_state:
+                problems.append(f"state (last_value {tseq['last_value']}, is_called {tseq['is_called']}) differs "
+                                f"from the source's ({seq['last_value']}, {seq['is_called']})")
+            next_value = tseq["last_value"] + tseq["increment"] if tseq["is_called"] else tseq["last_value"]
+            for feed in tseq["feeds"]:
+                extreme = self._column_extreme(feed, tseq["increment"] > 0)
+                behind = extreme is not None and (next_value <= extreme if tseq["increment"] > 0
+                                                  else next_value >= extreme)
+                if behind:
+                    message = (f"next value {next_value} collides with {feed['table']}.{feed['column']} "
+                               f"(holds {extreme}); fix: SELECT setval('{name}', {extreme})")
+                    if same_state:
+                        # A faithful copy of the source's own defect: reported, not blamed on the copy.
+                        warnings.append(message + " (the source has the same defect)")
+                    else:
+                        problems.append(message)
+            status = "fail" if problems else ("warn" if warnings else "pass")
+            check["items"].append({"table": name, "status": status,
+                                   "detail": "; ".join(problems + warnings) or
+                                   f"last_value {tseq['last_value']}, is_called {tseq['is_called']}, "
+                                   f"feeds {len(tseq['feeds'])} column(s)"})
         return _finish(check, started, f"{len(self.src_catalog['sequences'])} sequences in order",
                        lambda f: f"{len(f)} sequence(s) wrong: " + ", ".join(i["table"] for i in f))
+
+    def _column_extreme(self, feed, highest):
+        """The target's max (or min) of a column a sequence feeds."""
+        aggregate = sql.SQL("max" if highest else "min")
+        with self.dst_pool.reading(f"reading {feed['table']}.{feed['column']}", (feed["table"],)) as conn, \
+                conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT {}({})::numeric FROM {}").format(
+                aggregate, sql.Identifier(feed["column"]), sql.SQL(feed["table"])))
+            return cur.fetchone()[0]
 
     # ---------------------------------------------------------------- schema ---------------
     def check_schema(self):
@@ -536,7 +617,7 @@ class Validator:
         for kind in ("tables", "columns", "constraints", "indexes", "triggers", "views", "extensions"):
             for key in sorted(set(src[kind]) | set(dst[kind])):
                 a, b = src[kind].get(key), dst[kind].get(key)
-                if a == b:
+                if a == b or (kind == "extensions" and key[1] in added):
                     continue
                 owner = key[0] if kind != "extensions" else "(database)"
                 label = " ".join(str(k) for k in key[1:]) if kind not in ("tables", "views", "extensions") \
@@ -593,31 +674,28 @@ SCHEMA_QUERIES = {
 
 
 def schema_objects(pool, exclude_schemas=()):
-    """Schema objects as {kind: {key tuple: value tuple}} for comparison."""
-    conn = pool.get()
+    """Schema objects as {kind: {key tuple: value tuple}} for comparison. Definitions are rendered with
+    search_path = pg_catalog, so every name carries its schema whatever search_path the database, the
+    role or the session sets: source and target compare alike."""
     params = {"excluded": catalog_module.excluded_schemas(exclude_schemas)}
     objects = {}
-    try:
-        with conn.cursor() as cur:
-            for kind, query in SCHEMA_QUERIES.items():
-                cur.execute(query, params)
-                rows = cur.fetchall()
-                if kind == "tables":
-                    objects[kind] = {(r[0], r[0]): r[1:] for r in rows}
-                elif kind == "views":
-                    objects[kind] = {(r[0], r[0]): r[1:] for r in rows}
-                elif kind == "extensions":
-                    objects[kind] = {("(database)", r[0]): (r[1],) for r in rows}
-                else:
-                    objects[kind] = {(r[0], r[1]): r[2:] for r in rows}
-            cur.execute("""
-                SELECT format('%%I.%%I', tn.nspname, t.relname), ic.relname
-                FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
-                JOIN pg_namespace tn ON tn.oid = t.relnamespace
-                WHERE NOT i.indisvalid AND tn.nspname NOT IN %(excluded)s""", params)
-            objects["invalid_indexes"] = cur.fetchall()
-    finally:
-        conn.rollback()
+    with pool.reading("reading the schema") as conn, conn.cursor() as cur:
+        cur.execute("SET LOCAL search_path = pg_catalog")
+        for kind, query in SCHEMA_QUERIES.items():
+            cur.execute(query, params)
+            rows = cur.fetchall()
+            if kind in ("tables", "views"):
+                objects[kind] = {(r[0], r[0]): r[1:] for r in rows}
+            elif kind == "extensions":
+                objects[kind] = {("(database)", r[0]): (r[1],) for r in rows}
+            else:
+                objects[kind] = {(r[0], r[1]): r[2:] for r in rows}
+        cur.execute("""
+            SELECT format('%%I.%%I', tn.nspname, t.relname), ic.relname
+            FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
+            JOIN pg_namespace tn ON tn.oid = t.relnamespace
+            WHERE NOT i.indisvalid AND tn.nspname NOT IN %(excluded)s""", params)
+        objects["invalid_indexes"] = cur.fetchall()
     return objects
 
 
