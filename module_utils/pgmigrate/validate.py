@@ -251,9 +251,43 @@ def _finish(check, started, summary_pass, summary_fail):
     return check
 
 
+
+# The tables whose rows row-level security would hide from this session (row_security_active), and
+# whether that is only FORCE ROW LEVEL SECURITY on a table the login owns (which it may lift).
+ROW_SECURITY_QUERY = """
+SELECT current_user::text, format('%%I.%%I', n.nspname, c.relname),
+       c.relforcerowsecurity AND pg_has_role(c.relowner, 'USAGE')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity AND row_security_active(c.oid) AND n.nspname NOT IN %s
+ORDER BY 2
+"""
+
+
+def row_security_refusal(refused):
+    """The message of tables that row-level security keeps the validator from reading whole:
+    refused is [(side, login, table, owned under FORCE)]."""
+    parts = []
+    for side, login, table, forced_owner in refused:
+        why = ("FORCE ROW LEVEL SECURITY applies its policies to the owner too, and the validator changes "
+               "nothing on the source" if forced_owner else "it neither owns the table nor has BYPASSRLS")
+        parts.append(f"{table} on the {side} (login {login}: {why})")
+    logins = sorted({(side, login) for side, login, _table, _forced in refused})
+    fix = "; ".join(f"ALTER ROLE {_quote(login)} "
+                    f"BYPASSRLS on the {side}" for side, login in logins)
+    return ("Validation cannot read every row of " + "; ".join(parts) + ": row-level security policies "
+            "would hide rows from it, and a partial read proves nothing. Give the login the BYPASSRLS attribute "
+            f"({fix}, as a superuser) or validate as a superuser.")
+
+
+def _quote(name):
+    """A role name as SQL writes it (quoted unless a plain lower-case identifier)."""
+    plain = name.isidentifier() and name.isascii() and name.lower() == name
+    return name if plain else '"' + name.replace('"', '""') + '"'
+
+
 class Validator:
     def __init__(self, source, target, workers=4, sample_limit=20, exclude_schemas=(), include_schemas=(),
-                 sequences_exact=True, checks=None):
+                 sequences_exact=True, checks=None, added_extensions=()):
         self.source = source
         self.target = target
         self.workers = max(1, int(workers))
@@ -262,8 +296,10 @@ class Validator:
         self.include_schemas = tuple(include_schemas)
         self.sequences_exact = sequences_exact
         self.enabled = set(checks or ("schema", "row_counts", "content", "orphans", "sequences"))
-        self.src_pool = ConnectionPool(source, "pgmigrate validate")
-        self.dst_pool = ConnectionPool(target, "pgmigrate validate")
+        # Extensions the run creates on the target on purpose (extensions_required): reported as added.
+        self.added_extensions = set(added_extensions or ())
+        self.src_pool = ConnectionPool(source, "pgmigrate validate", "source")
+        self.dst_pool = ConnectionPool(target, "pgmigrate validate", "target")
 
     # ---------------------------------------------------------------- catalog --------------
     def _catalogs(self):
@@ -614,6 +650,7 @@ class Validator:
             d = pool.submit(schema_objects, self.dst_pool, self.exclude_schemas)
             src, dst = s.result(), d.result()
         by_table = {}
+        added = self._added_extensions(src, dst, check)
         for kind in ("tables", "columns", "constraints", "indexes", "triggers", "views", "extensions"):
             for key in sorted(set(src[kind]) | set(dst[kind])):
                 a, b = src[kind].get(key), dst[kind].get(key)
@@ -635,9 +672,21 @@ class Validator:
             check["items"].append({"table": table, "status": "fail", "detail": "; ".join(differences),
                                    "differences": differences})
         compared = len(src["tables"])
-        return _finish(check, started, f"{compared} tables and their objects identical",
+        added_note = f"; extension(s) added by the run: {', '.join(sorted(added))}" if added else ""
+        return _finish(check, started, f"{compared} tables and their objects identical{added_note}",
                        lambda f: f"{sum(len(i['differences']) for i in f)} difference(s) in " +
                                  ", ".join(i["table"] for i in f))
+
+    def _added_extensions(self, src, dst, check):
+        """The extensions the run added on purpose that the target has and the source has not: each a
+        passing item saying so, never a difference."""
+        added = {key[1] for key in set(dst["extensions"]) - set(src["extensions"])
+                 if key[1] in self.added_extensions}
+        for name in sorted(added):
+            version = dst["extensions"][("(database)", name)][0]
+            check["items"].append({"table": "(database)", "status": "pass",
+                                   "detail": f"extension {name} {version} added by the run (not in the source)"})
+        return added
 
 
 SCHEMA_QUERIES = {
