@@ -184,3 +184,41 @@ def test_kill_9_during_the_large_object_copy_then_rerun_is_exact_in_little_memor
     assert dbcompare.compare_databases(src, dst) == [] or all(
         d.startswith("large object") and ("owner" in d or "acl" in d) for d in dbcompare.compare_databases(src, dst))
     assert set(target_large_objects(dst)) == set(SMALL_OIDS + (BIG_OID,))
+
+
+def test_existing_schema_mode_copies_them_too(lo_pair, tmp_path):
+    src, dst = lo_pair
+    execute(dst, "CREATE TABLE documents (id int PRIMARY KEY, name text, content oid)")
+    summary = migrate(src, dst, tmp_path, schema_mode="existing", no_owner=False, no_privileges=False)
+    assert summary["large_objects"]["copied"] == 5
+    assert dbcompare.compare_databases(src, dst) == []
+
+
+def test_a_target_holding_the_same_oids_is_refused_unless_overwrite(lo_pair, tmp_path):
+    src, dst = lo_pair
+    execute(dst, f"SELECT lo_from_bytea({SMALL_OIDS[2]}, 'the target''s own')")
+    with pytest.raises(copier.preflight.PreflightError, match=rf"large object\(s\) with the oids .*{SMALL_OIDS[2]}"):
+        migrate(src, dst, tmp_path)
+    assert target_large_objects(dst) == {SMALL_OIDS[2]: 16}, "nothing may change before the refusal"
+    migrate(src, dst, tmp_path, overwrite=True, no_owner=False, no_privileges=False)
+    assert dbcompare.compare_databases(src, dst) == []
+
+
+def test_a_source_login_that_may_not_read_them_is_refused_before_anything_changes(lo_pair, tmp_path,
+                                                                                   source_server):
+    src, dst = lo_pair
+    reader, password = f"reader_{src['dbname'][-10:]}", "pw-" + os.urandom(8).hex()
+    execute(source_server, f"CREATE ROLE \"{reader}\" LOGIN PASSWORD '{password}'",
+            f'GRANT pg_read_all_data TO "{reader}"')
+    try:
+        with pytest.raises(copier.preflight.PreflightError) as raised:
+            migrate({**src, "user": reader, "password": password}, dst, tmp_path)
+        message = str(raised.value)
+        # readable: BIG_OID (PUBLIC may read it); not: the others, owned by postgres or the role
+        assert "may not read 4 large object(s)" in message and str(SMALL_OIDS[1]) in message
+        assert "GRANT SELECT ON LARGE OBJECT" in message and password not in message
+        assert target_large_objects(dst) == {} and query(dst, "SELECT count(*) FROM pg_tables WHERE "
+                                                              "schemaname = 'public'") == [(0,)]
+    finally:
+        execute(source_server, f'DROP DATABASE IF EXISTS "{src["dbname"]}" WITH (FORCE)',
+                f'DROP ROLE IF EXISTS "{reader}"')

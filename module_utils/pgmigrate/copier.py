@@ -387,8 +387,9 @@ class Engine:
             shown = ", ".join(str(o) for o in denied[:8]) + (f" and {len(denied) - 8} more" if len(denied) > 8 else "")
             raise preflight.PreflightError(
                 f"The source login {self.source['user']} may not read {len(denied)} large object(s) of "
-                f"{describe(self.source)}: {shown}. GRANT SELECT ON LARGE OBJECT ... TO {self.source['user']} "
-                "(or connect as their owner or a superuser).") from None
+                f"{describe(self.source)}: {shown}. GRANT SELECT ON LARGE OBJECT <oid> TO {self.source['user']} "
+                "for each (pg_read_all_data does not cover large objects), or connect as their owner or a "
+                "superuser.") from None
 
     def _plan_database_settings(self, target_conn):
         """The source database's settings to carry, checked against the target login's rights before
