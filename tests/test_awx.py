@@ -242,9 +242,9 @@ def test_the_masking_question_maps_onto_booleans_and_defaults_to_masked():
     defaults = load(PROJECT_DIR / "group_vars" / "all" / "environment_sync.yml")
     assert defaults["staging_sync_masking_enabled"] is True and defaults["staging_sync_confirm_unmasked"] == ""
     # The checks an unmasked sync leaves out are checks of the CDP's sync (a rename would silently keep them).
-    cdp = load(PROJECT_DIR / "group_vars" / "all" / "cdp.yml")
+    cdp = load(PROJECT_DIR / "group_vars" / "all" / "profile_cdp.yml")["migration_profile_cdp"]
     cdp_checks = {check["name"] for check in cdp["staging_sync_checks"]}
-    assert defaults["staging_sync_masking_checks"] and set(defaults["staging_sync_masking_checks"]) <= cdp_checks
+    assert cdp["staging_sync_masking_checks"] and set(cdp["staging_sync_masking_checks"]) <= cdp_checks
 
 
 # ---- inventories, schedules, credentials ----------------------------------------------------------------
@@ -382,7 +382,7 @@ def test_a_confirmed_unmasked_sync_copies_production_as_it_is(db_pair, tmp_path)
     inventory = write_inventory(tmp_path, None, staging, {
         "staging_sync_source": {k: v for k, v in production.items() if k != "password"} | {
             "password": "{{ lookup('ansible.builtin.file', '" + str(tmp_path / "production.password") + "') }}"},
-        "staging_sync_masking_key": "test-masking-key-0123456789"})
+        "staging_sync_masking_key": "test-masking-key-0123456789", "migration_profile": "cdp"})
     result = run_sync(inventory, "--skip-tags", "backup", "-e", "staging_sync_masking_enabled=no",
                       "-e", f"staging_sync_confirm_unmasked={production['host']}")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -57,7 +57,7 @@ def migrated_pair(tmp_path_factory):
     inventory = write_inventory(tmp_path, src, dst, {
         "staging_sync_source": {k: v for k, v in src.items() if k != "password"} | {
             "password": "{{ lookup('ansible.builtin.file', '" + str(tmp_path / "migration_source.password") + "') }}"},
-        "staging_sync_masking_key": "check-mode-masking-key",
+        "staging_sync_masking_key": "check-mode-masking-key", "migration_profile": "cdp",
         "zero_downtime_switch_file": str(tmp_path / "database.json")})
     backup = ansible_playbook("playbooks/backup.yml", "-i", str(inventory), "-e", '{"backup_databases": ["target"]}')
     assert backup.returncode == 0, backup.stdout[-3000:]

@@ -77,7 +77,8 @@ def test_staging_to_production_preserves_productions_integrations_and_promotes_t
                                   "ec.environment = 'production' AND ec.key = 'warehouse' AND ec.value <> '' "
                                   "ORDER BY ec.id LIMIT 1")[0][0]
     inventory = write_inventory(tmp_path, staging, production, {"migration_target_is_production": True,
-                                                                "migration_confirm_target": production["dbname"]})
+                                                                "migration_confirm_target": production["dbname"],
+                                                                "migration_profile": "cdp"})
     result = run_playbook("staging_to_production.yml", inventory)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
@@ -117,7 +118,7 @@ def test_a_production_target_must_be_confirmed(staging_and_production, tmp_path)
                                   "email delivery check fails"])
 def test_a_sync_that_cannot_keep_its_promises_rolls_back_and_says_why(staging_and_production, tmp_path, case):
     staging, production = staging_and_production
-    extra = {}
+    extra = {"migration_profile": "cdp"}
     if case == "foreign key into a preserved table":
         # Staging has a new team member who created a report; production's team is kept.
         execute(staging, "INSERT INTO team (id, email, full_name, password_hash) VALUES "
@@ -217,7 +218,7 @@ def test_staging_sync_masks_personal_data_keeps_keys_joining_and_neutralises_out
     inventory = write_inventory(tmp_path, None, staging, {
         "staging_sync_source": {k: v for k, v in production.items() if k != "password"} | {
             "password": "{{ lookup('ansible.builtin.file', '" + str(tmp_path / "production.password") + "') }}"},
-        "staging_sync_masking_key": "test-masking-key-0123456789"})
+        "staging_sync_masking_key": "test-masking-key-0123456789", "migration_profile": "cdp"})
     (tmp_path / "production.password").write_text(production["password"])
     result = run_playbook("staging_sync.yml", inventory)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

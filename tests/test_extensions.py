@@ -12,6 +12,8 @@ from pgmigrate import extensions
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 PLAN_EXTENSIONS = ["uuid-ossp", "pgcrypto"]
+# The CDP's inventories select its profile, which adds the plan's extensions.
+CDP_PROFILE = {"migration_profile": "cdp"}
 
 
 def run_sql(params, statement):
@@ -32,8 +34,8 @@ def installed(params):
     return rows
 
 
-def prepare_target(tmp_path, src, dst, *args):
-    inventory = write_inventory(tmp_path, src, dst)
+def prepare_target(tmp_path, src, dst, *args, extra=None):
+    inventory = write_inventory(tmp_path, src, dst, extra)
     return subprocess.run([ANSIBLE_PLAYBOOK, "playbooks/prepare_target.yml", "-i", str(inventory), *args],
                           cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300, check=False)
 
@@ -52,14 +54,14 @@ def limited_login(target_server, db_pair):
 def test_the_plans_and_the_sources_extensions_are_created_at_the_sources_versions(db_pair, tmp_path):
     src, dst = db_pair
     run_sql(src, "CREATE SCHEMA ext; CREATE EXTENSION hstore VERSION '1.4'; CREATE EXTENSION citext SCHEMA ext")
-    result = prepare_target(tmp_path, src, dst)
+    result = prepare_target(tmp_path, src, dst, extra=CDP_PROFILE)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "hstore: source 1.4 in public; target available 1.8; create" in result.stdout
     # citext lives in schema ext, which the target has not yet: the schema copy creates both.
     assert "citext: source" in result.stdout and "left to the schema copy" in result.stdout
     assert installed(dst) == [("hstore", "1.4", "public"), ("pgcrypto", "1.3", "public"),
                               ("uuid-ossp", "1.1", "public")]
-    again = prepare_target(tmp_path, src, dst)
+    again = prepare_target(tmp_path, src, dst, extra=CDP_PROFILE)
     assert again.returncode == 0 and "changed=0" in again.stdout
 
 
@@ -85,7 +87,7 @@ def test_a_login_without_the_right_fails_before_anything_is_created(db_pair, lim
     role, login = limited_login
     run_sql(src, "CREATE EXTENSION dblink")
     run_sql({**target_server, "dbname": login["dbname"]}, f'GRANT CREATE ON DATABASE "{login["dbname"]}" TO "{role}"')
-    result = prepare_target(tmp_path, src, login)
+    result = prepare_target(tmp_path, src, login, extra=CDP_PROFILE)
     assert result.returncode != 0
     assert (f"the target login {role} may not create extension dblink: it is no superuser and dblink is not a "
             "trusted extension") in result.stdout

@@ -57,7 +57,7 @@ def test_pgaudit_is_enabled_in_two_runs_around_a_restart_audits_reads_and_writes
     dst = cluster.create_database("cdp_target")
     generate.load(src, 0.01)
     generate.load(dst, 0.01)
-    inventory = write_inventory(tmp_path, src, dst)
+    inventory = write_inventory(tmp_path, src, dst, {"migration_profile": "cdp"})
 
     first = run_post_checks(inventory, tmp_path)
     assert first.returncode != 0, first.stdout[-3000:]
@@ -126,7 +126,7 @@ def test_a_server_without_the_pgaudit_package_is_told_which_package_to_install_a
         dst = cluster.create_database("cdp_target")
         generate.load(dst, 0.01)
         auto_conf = (cluster.data / "postgresql.auto.conf").read_text()
-        result = run_post_checks(write_inventory(tmp_path, dst, dst), tmp_path)
+        result = run_post_checks(write_inventory(tmp_path, dst, dst, {"migration_profile": "cdp"}), tmp_path)
         assert result.returncode != 0, result.stdout[-3000:]
         assert "pgaudit is not installed on the target server (PostgreSQL 15): install the Debian package " \
                "postgresql-15-pgaudit there" in result.stdout, result.stdout[-3000:]

@@ -40,7 +40,7 @@ def all_artifact_text(tmp_path):
 
 def test_migrate_yml_clones_the_cdp_database_and_reports_the_documents_errors(cdp_pair, tmp_path):
     src, dst = cdp_pair
-    inventory = write_inventory(tmp_path, src, dst)
+    inventory = write_inventory(tmp_path, src, dst, {"migration_profile": "cdp"})
     result = playbook(inventory)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert dbcompare.compare_databases(src, dst) == []

@@ -97,6 +97,7 @@ def cdp(tmp_path_factory):
         except OSError:
             time.sleep(0.2)
     inventory = write_inventory(tmp_path, src, dst, {
+        "migration_profile": "cdp",
         "post_checks_base_url": base_url,
         "post_checks_allowed_recipient_domains": REFERENCE_DOMAINS,
         "post_checks_error_log_paths": [str(error_log)],
@@ -307,4 +308,5 @@ def test_check_mode_reports_the_hardening_and_changes_nothing(cdp):
 
 def _group_var(name):
     import yaml
-    return yaml.safe_load((PROJECT_DIR / "group_vars" / "all" / "post_checks.yml").read_text())[name]
+    profile = yaml.safe_load((PROJECT_DIR / "group_vars" / "all" / "profile_cdp.yml").read_text())
+    return profile["migration_profile_cdp"][name]
