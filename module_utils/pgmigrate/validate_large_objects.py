@@ -161,7 +161,7 @@ def check_database_settings(src_pool, dst_pool):
             item = {"status": "warn", "detail": f"{label} exists only in the target ({name}={b})"}
         else:
             item = {"status": "fail", "detail": f"{label}: source {a} / target {b}"}
-        check["items"].append({"table": "(database)", "setting": name, **({"role": role} if role else {}), **item})
+        check["items"].append({"table": label, "setting": name, **({"role": role} if role else {}), **item})
     return _finish(check, started, f"{len(src)} setting(s) identical", "setting(s)")
 
 
