@@ -55,8 +55,8 @@ def large_object_state(pool):
                 digests.update(dict(cur.fetchall()))
     finally:
         conn.rollback()
-    return {lo["oid"]: {**lo, "grants": sorted((g[0] or "", g[1], g[2]) for g in lo["grants"]), "digest": digests.get(lo["oid"])}
-            for lo in listed}
+    return {lo["oid"]: {**lo, "grants": sorted((g[0] or "", g[1], g[2]) for g in lo["grants"]),
+                        "digest": digests.get(lo["oid"])} for lo in listed}
 
 
 def _owners_not_carried(src, dst, target_user):
