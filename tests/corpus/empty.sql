@@ -1,0 +1,2 @@
+-- corpus: empty -- a database as CREATE DATABASE leaves it: nothing in it at all.
+-- roles:
