@@ -111,9 +111,13 @@ def test_markdown_lists_failing_checks_first_and_escapes_cells(tmp_path):
 def test_failure_message_names_every_failing_check_and_table(real_checks):
     message = report.failure_message(sample_result(real_checks))
     assert message == (
-        "Validation failed: row_counts (public.team, public.users); orphans (public.team.team_created_by_fkey); "
-        "connectivity: target <unreachable>; required_indexes (public.members.idx_members_email); "
-        "password_hashes (public.members.pw)")
+        "Validation failed: row_counts (public.team, public.users): source 20 rows, target 19 (public.team); "
+        f"{HOSTILE} (public.users); listed twice, named once (public.users) | "
+        "orphans (public.team.team_created_by_fkey): 3 orphan rows: id=1; id=2; id=3 | "
+        "connectivity: target <unreachable> | "
+        "required_indexes (public.members.idx_members_email): index idx_members_email on public.members is missing "
+        "on the target | password_hashes (public.members.pw): 1 of 2 non-NULL values of public.members.pw do not "
+        "look like a password hash (bcrypt, argon2, scrypt, pbkdf2): rows id=1")
     assert "hunter2" not in message
 
 
@@ -125,4 +129,20 @@ def test_failure_message_of_a_passing_result_is_empty_and_queries_are_named():
                                                        "detail": "slow"},
                                                       {"table": None, "name": "segments", "status": "pass",
                                                        "detail": "ok"}]}]}
-    assert report.failure_message(result) == "Validation failed: query_performance (team by email)"
+    assert report.failure_message(result) == "Validation failed: query_performance (team by email): slow"
+
+
+def test_failure_message_names_the_first_differences_of_each_check_and_how_many_more():
+    differences = [f"index i{n} missing in the target" for n in range(7)]
+    result = {"status": "fail", "checks": [
+        {"name": "schema", "status": "fail", "items": [
+            {"table": "public.staff", "status": "fail", "detail": "; ".join(differences), "differences": differences},
+            {"table": "(database)", "status": "fail", "detail": "x", "differences": ["extension hstore missing"]}]},
+        {"name": "content", "status": "fail", "items": [
+            {"table": "public.big", "status": "fail", "detail": "1 changed (id: " + "7" * 400 + ")"}]}]}
+    message = report.failure_message(result)
+    schema, content = message.removeprefix("Validation failed: ").split(" | ")
+    assert schema == ("schema (public.staff, (database)): " + "; ".join(f"{d} (public.staff)" for d in differences[:5])
+                      + "; and 3 more")
+    assert content.startswith("content (public.big): 1 changed (id: 777") and content.endswith("7…")
+    assert len(content) < 350

@@ -82,29 +82,63 @@ def item_label(item):
     return None
 
 
+# The one-line message names, per failing check, its first differences (what an AWX job log shows).
+MESSAGE_DIFFERENCES = 5
+MESSAGE_DIFFERENCE_CHARS = 300
+
+
+def _failing_labels(check):
+    labels = []
+    for item in check.get("items") or []:
+        label = item_label(item) if item.get("status") == "fail" else None
+        if label and label not in labels:
+            labels.append(label)
+    return labels
+
+
+def _differences(check, name_objects):
+    """What differs in a check, in its items' order: each failing item's differences (the schema's
+    "constraint staff_email_key missing in the target") or else its detail, followed by the object it is
+    about when name_objects and the text does not already name it."""
+    differences = []
+    for item in check.get("items") or []:
+        if item.get("status") != "fail":
+            continue
+        label = item_label(item)
+        for text in item.get("differences") or [item.get("detail") or "differs"]:
+            text = " ".join(str(text).split())
+            if len(text) > MESSAGE_DIFFERENCE_CHARS:
+                text = text[:MESSAGE_DIFFERENCE_CHARS - 1] + "…"
+            if name_objects and label and label not in text:
+                text += f" {label}" if label.startswith("(") else f" ({label})"
+            differences.append(text)
+    return differences
+
+
 def failure_message(result):
-    """One message naming every failing check and every failing table (object) in it, e.g.
-    "Validation failed: row_counts (public.team, public.users); orphans (public.team.team_created_by_fkey)".
-    A failing check without failing items is named with its summary. "" when the validation passed."""
+    """One message naming every failing check, every failing table (object) in it and its first
+    differences, e.g. "Validation failed: schema (public.staff): constraint staff_email_key missing in the
+    target | orphans (public.team.team_created_by_fkey): public.team.team_created_by_fkey: 3 orphan row(s) …".
+    At most MESSAGE_DIFFERENCES differences per check, then "and N more". A failing check without failing
+    items is named with its summary. "" when the validation passed."""
     failing = [check for check in result.get("checks") or [] if check.get("status") == "fail"]
     if not failing:
         return "Validation failed" if result.get("status") == "fail" else ""
     parts = []
     for check in failing:
-        labels = []
-        for item in check.get("items") or []:
-            label = item_label(item) if item.get("status") == "fail" else None
-            if label and label not in labels:
-                labels.append(label)
+        labels = _failing_labels(check)
         name = check.get("name") or check.get("title") or "check"
+        differences = _differences(check, name_objects=len(labels) > 1)
         if labels:
-            parts.append(f"{name} ({', '.join(labels)})")
+            shown = differences[:MESSAGE_DIFFERENCES]
+            more = len(differences) - len(shown)
+            parts.append(f"{name} ({', '.join(labels)}): " + "; ".join(shown) + (f"; and {more} more" if more else ""))
         elif check.get("summary"):
             summary = " ".join(str(check["summary"]).split())
             parts.append(f"{name}: {summary[:200]}")
         else:
             parts.append(name)
-    return "Validation failed: " + "; ".join(parts)
+    return "Validation failed: " + " | ".join(parts)
 
 
 # --- formatting helpers ----------------------------------------------------------------------------------

@@ -659,12 +659,13 @@ class Validator:
                 owner = key[0] if kind != "extensions" else "(database)"
                 label = " ".join(str(k) for k in key[1:]) if kind not in ("tables", "views", "extensions") \
                     else str(key[-1])
+                noun = "index" if kind == "indexes" else kind[:-1]
                 if a is None:
-                    text = f"{kind[:-1]} {label} exists only in the target"
+                    text = f"{noun} {label} exists only in the target"
                 elif b is None:
-                    text = f"{kind[:-1]} {label} missing in the target"
+                    text = f"{noun} {label} missing in the target"
                 else:
-                    text = f"{kind[:-1]} {label}: source {a} / target {b}"
+                    text = f"{noun} {label}: source {a} / target {b}"
                 by_table.setdefault(owner, []).append(text)
         for table, name in dst["invalid_indexes"]:
             by_table.setdefault(table, []).append(f"index {name} is INVALID in the target (failed CONCURRENTLY build?)")
