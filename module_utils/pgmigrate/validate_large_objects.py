@@ -114,12 +114,15 @@ def _grants_text(lo):
 
 
 def check_large_objects(src_pool, dst_pool, target_user, no_owner=None, no_privileges=None):
+    """The check, or None when neither side has a large object."""
     started = time.monotonic()
     check = _check("large_objects", "Large objects: oids, content digests, comments, owners and grants")
     with ThreadPoolExecutor(2) as pool:
         s = pool.submit(large_object_state, src_pool)
         d = pool.submit(large_object_state, dst_pool)
         src, dst = s.result(), d.result()
+    if not src and not dst:
+        return None
     check["items"] = compare_large_objects(src, dst, target_user, no_owner, no_privileges)
     total = sum(lo["bytes"] for lo in src.values())
     return _finish(check, started, f"{len(src)} large object(s), {total} bytes, identical", "large object(s)")
@@ -136,12 +139,15 @@ def _settings(pool):
 
 
 def check_database_settings(src_pool, dst_pool):
+    """The check, or None when neither database has a setting."""
     started = time.monotonic()
     check = _check("database_settings", "Database settings: ALTER DATABASE / ALTER ROLE ... IN DATABASE ... SET")
     with ThreadPoolExecutor(2) as pool:
         s = pool.submit(_settings, src_pool)
         d = pool.submit(_settings, dst_pool)
         (src, _), (dst, _) = s.result(), d.result()
+    if not src and not dst:
+        return None
     conn = dst_pool.get()
     try:
         target_roles = database_settings.existing_roles(conn, {role for role, _ in src if role})
@@ -167,7 +173,8 @@ def check_database_settings(src_pool, dst_pool):
 
 def checks_for(validator):
     """The checks of this module that the validator's enabled checks call for: large objects with the
-    content (or "large_objects"), the database's settings with the schema (or "database_settings")."""
+    content (or "large_objects"), the database's settings with the schema (or "database_settings"); a
+    check is left out when neither side has anything of its kind."""
     checks = []
     enabled = validator.enabled
     if enabled & {"content", "large_objects"} and not validator.include_schemas:
@@ -176,4 +183,4 @@ def checks_for(validator):
                                           getattr(validator, "no_privileges", None)))
     if enabled & {"schema", "database_settings"}:
         checks.append(check_database_settings(validator.src_pool, validator.dst_pool))
-    return checks
+    return [check for check in checks if check is not None]
