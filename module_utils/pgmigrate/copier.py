@@ -880,7 +880,9 @@ class Engine:
     def _phase_data_and_indexes(self):
         opts = self.options
         tables = self.plan["tables"]
-        self._enter_phase("data", f"{len(tables)} tables, {opts['workers']} workers")
+        self._enter_phase("data", f"{len(tables)} tables" + (f", {len(self.large_objects)} large objects"
+                                                               if self.large_objects else "")
+                          + f", {opts['workers']} workers")
         copy_mode = opts["schema_mode"] == "copy"
         entries_by_table = {}
         if copy_mode:
