@@ -101,3 +101,18 @@ def test_a_login_that_may_not_set_them_is_refused_before_anything_changes(settin
     finally:
         execute(target_server, f'DROP DATABASE IF EXISTS "{dst["dbname"]}" WITH (FORCE)',
                 f'DROP ROLE IF EXISTS "{login}"')
+
+
+def test_list_values_quoted_names_and_custom_settings_are_carried_exactly(db_pair, tmp_path):
+    src, dst = db_pair
+    execute(src,
+            f"""ALTER DATABASE "{src['dbname']}" SET search_path TO "$user", public, "a,b", '"abc"', "Mixed Case" """,
+            f"""ALTER DATABASE "{src['dbname']}" SET DateStyle TO 'SQL, DMY'""",
+            f"""ALTER DATABASE "{src['dbname']}" SET app.tenant_label TO 'it''s "one", two'""",
+            f"""ALTER DATABASE "{src['dbname']}" SET default_transaction_read_only TO on""")
+    expected = settings_of(src)
+    assert len(expected) == 4
+    summary = migrate(src, dst, tmp_path)
+    assert summary["status"] == "complete", "a read-only default must not stop the copy's own last steps"
+    assert settings_of(dst) == expected
+    assert settings_check(src, dst)["status"] == "pass"
