@@ -223,7 +223,10 @@ class ConnectionPool:
         except BaseException:
             _rollback_quietly(conn)
             raise
-        conn.rollback()
+        try:
+            conn.rollback()
+        except psycopg2.Error as error:
+            raise ValidationError(f"{what} on the {self.side} failed: {_first_line(error)}") from error
 
     def _lift_forced_row_security(self, conn, tables):
         with conn.cursor() as cur:
