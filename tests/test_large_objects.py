@@ -222,3 +222,11 @@ def test_a_source_login_that_may_not_read_them_is_refused_before_anything_change
     finally:
         execute(source_server, f'DROP DATABASE IF EXISTS "{src["dbname"]}" WITH (FORCE)',
                 f'DROP ROLE IF EXISTS "{reader}"')
+
+
+def test_a_run_limited_to_some_schemas_leaves_them_and_says_so(lo_pair, tmp_path):
+    src, dst = lo_pair
+    execute(src, "CREATE SCHEMA other", "CREATE TABLE other.t (id int PRIMARY KEY)")
+    summary = migrate(src, dst, tmp_path, include_schemas=["other"])
+    assert summary["large_objects"]["count"] == 0 and target_large_objects(dst) == {}
+    assert any("5 large object(s) not copied" in w and "migration_include_schemas" in w for w in summary["warnings"])

@@ -379,6 +379,14 @@ class Engine:
         """The source's large objects in the run's snapshot (none when the run is limited to some
         schemas, as with pg_dump --schema)."""
         if self.options["include_schemas"]:
+            with self.snapshot_conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_largeobject_metadata")
+                left = cur.fetchone()[0]
+            if left:
+                self.warnings.append(
+                    f"{left} large object(s) not copied: the run is limited to the schemas "
+                    f"{', '.join(self.options['include_schemas'])} (migration_include_schemas), and large objects "
+                    "belong to no schema (as with pg_dump --schema)")
             return
         try:
             self.large_objects = large_objects.read_from_snapshot(self.source, self.snapshot_id)
