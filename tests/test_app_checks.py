@@ -18,9 +18,11 @@ from conftest import PROJECT_DIR, ScratchDatabases, connect
 from pgmigrate import app_checks
 
 SCALE = 0.02
-# The CDP profile's checks (group_vars/all/profile_cdp.yml, selected by migration_profile: cdp).
-VALIDATION_VARS = yaml.safe_load((PROJECT_DIR / "group_vars" / "all" / "profile_cdp.yml").read_text())[
-    "migration_profile_cdp"]
+# The validation defaults (limits) and the CDP profile's checks (group_vars/all/profile_cdp.yml, selected by
+# migration_profile: cdp).
+VALIDATION_VARS = {
+    **yaml.safe_load((PROJECT_DIR / "group_vars" / "all" / "validation.yml").read_text()),
+    **yaml.safe_load((PROJECT_DIR / "group_vars" / "all" / "profile_cdp.yml").read_text())["migration_profile_cdp"]}
 PLAN_INDEXES = {"idx_team_email", "idx_cohorts_status", "idx_segments_active", "idx_campaigns_status",
                 "idx_tiles_dashboard", "idx_executions_report"}
 
