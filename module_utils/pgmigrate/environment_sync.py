@@ -196,7 +196,20 @@ def build_plan(source_cat, target_cat, policies=None, default_policy="copy", mas
     for number, table in enumerate(tables):
         table["number"] = number
     return {"tables": tables, "foreign_keys": foreign_keys, "cycles": levels["cycles"],
+            "cycle_foreign_keys": _cycle_foreign_keys(levels["cycles"], foreign_keys, by_name),
             "sequences": _sequences_to_sync(target_cat, by_name)}
+
+
+def _cycle_foreign_keys(cycles, foreign_keys, by_name):
+    """Foreign keys of a cycle whose tables both change: whichever table is loaded first refers to rows
+    of the other that are not there yet. Deferrable ones wait for the commit (SET CONSTRAINTS ALL
+    DEFERRED); the others are dropped inside the sync's transaction before the load and added back,
+    validated, before it commits, as the existing-schema copy does (no other session sees them missing)."""
+    cycle_of = {name: number for number, cycle in enumerate(cycles) for name in cycle["tables"]}
+    return [fk for fk in foreign_keys
+            if not fk["deferrable"] and not fk["self_reference"] and fk["child"] in cycle_of
+            and cycle_of[fk["child"]] == cycle_of.get(fk["parent"])
+            and t_changes(by_name[fk["child"]]) and t_changes(by_name[fk["parent"]])]
 
 
 def _attach_masks(by_name, masking_rules, masking_key, email_domain, refused=()):
@@ -281,6 +294,9 @@ def plan_lines(plan):
                "keep": "kept as it is" + (" (verified unchanged)" if table["verify_unchanged"] else "")}[table["mode"]]
         masked = ", ".join(f"{c}: {m.rule}" for c, m in table["masks"].items())
         lines.append(f"{table['table']}: {table['policy']}, {how}" + (f"; masked {masked}" if masked else ""))
+    for fk in plan.get("cycle_foreign_keys", ()):
+        lines.append(f"foreign key {fk['name']} ({fk['child']} -> {fk['parent']}, a cycle): dropped inside the "
+                     "sync's transaction for the load, added back and validated before the commit")
     return lines
 
 
@@ -545,10 +561,16 @@ class Sync:
     def _run(self, source_cur, target_cur):
         tables, report_tables, failures = self.plan["tables"], [], []
         changing = [t for t in tables if t["mode"] != "keep" or t["verify_unchanged"]]
+        # Dropping a foreign key locks both its tables ACCESS EXCLUSIVE: taken first, never upgraded.
+        cycle_keys = self.plan.get("cycle_foreign_keys", [])
+        dropping = {fk[end] for fk in cycle_keys for end in ("child", "parent")}
         for table in sorted(changing, key=lambda t: t["table"]):
-            mode = "EXCLUSIVE" if t_changes(table) else "SHARE"
+            mode = "ACCESS EXCLUSIVE" if table["table"] in dropping else "EXCLUSIVE" if t_changes(table) else "SHARE"
             target_cur.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(_qual(table["table"]), sql.SQL(mode)))
         disabled_triggers = self._disable_triggers_locally(target_cur, [t for t in tables if t_changes(t)])
+        for fk in cycle_keys:
+            target_cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                _qual(fk["child"]), sql.Identifier(fk["name"])))
         before = {}
         for table in tables:
             if table["verify_unchanged"]:
@@ -594,6 +616,7 @@ class Sync:
                                                                          _stage_name(table, "source"))
                 except psycopg2.Error as error:
                     raise SyncError(_friendly(error, table, self.plan) + "; the target is unchanged") from None
+        self._add_back(target_cur, cycle_keys)
         try:
             target_cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
         except psycopg2.Error as error:
@@ -633,6 +656,18 @@ class Sync:
         failures += check_failures
         return {"tables": report_tables, "sequences": sequences, "updates": updates, "checks": checks,
                 "failures": failures}
+
+    def _add_back(self, cur, cycle_keys):
+        """The cycle's foreign keys dropped for the load, added back: ADD CONSTRAINT validates every row."""
+        by_name = {t["table"]: t for t in self.plan["tables"]}
+        for fk in cycle_keys:
+            try:
+                cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    _qual(fk["child"]), sql.Identifier(fk["name"]), sql.SQL(fk["definition"])))
+            except psycopg2.Error as error:
+                raise SyncError(_friendly(error, by_name[fk["child"]], self.plan) + "; the target is unchanged") \
+                    from None
+            self.log(f"foreign key {fk['name']} of the cycle added back and validated")
 
     @staticmethod
     def _disable_triggers_locally(cur, tables):
