@@ -77,10 +77,22 @@ logging_collector = off
 CONF
 }
 
+# The port a data directory was initialised with (its postgresql.conf): the server listens there.
+configured_port() {
+  as_server sed -n 's/^port = \([0-9]*\)$/\1/p' "$1/postgresql.conf" | tail -n 1
+}
+
 start_server() {
-  local name=$1 dir port
+  local name=$1 dir port configured
   dir="$(data_root)/$name"; port=$(port_of "$name")
   init_server "$name"
+  configured=$(configured_port "$dir")
+  if [ -n "$configured" ] && [ "$configured" != "$port" ]; then
+    echo "[embedded-pg] ERROR: the $name server in $dir listens on port $configured, not $port" \
+      "(PGM_${name^^}_PORT): unset PGM_${name^^}_PORT, or give the new ports a directory of their own" \
+      "(PGM_EMBEDDED_DIR=...)." >&2
+    exit 1
+  fi
   if as_server "$PG_BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
     say "$name server already running on 127.0.0.1:$port"
   else
