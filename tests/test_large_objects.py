@@ -16,7 +16,7 @@ from pgmigrate import copier, large_objects, state
 from pgmigrate.validate import Validator
 
 BIG_OID, SMALL_OIDS = 910005, (910001, 910002, 910003, 910004)
-BIG_BYTES = 32 * 327680  # about 10 MB of sha256 output: not compressible
+BIG_BYTES = 10 << 20
 
 
 def migrate(src, dst, tmp_path, **options):
@@ -43,8 +43,10 @@ def lo_pair(db_pair, source_server, target_server):
             f"SELECT lo_from_bytea({SMALL_OIDS[1]}, '')",
             f"SELECT lo_from_bytea({SMALL_OIDS[2]}, decode(repeat('00ff', 5000), 'hex'))",
             f"SELECT lo_from_bytea({SMALL_OIDS[3]}, 'owned by a role')",
-            f"SELECT lo_from_bytea({BIG_OID}, (SELECT string_agg(sha256(i::text::bytea), '' ORDER BY i) "
-            "FROM generate_series(1, 327680) i))",
+            # ten different 1 MB pieces: a counter, then a block of sha256 output (not compressible)
+            f"SELECT lo_from_bytea({BIG_OID}, (SELECT string_agg(int4send(k) || substr(b.block, 5), '' ORDER BY k) "
+            "FROM (SELECT string_agg(sha256(i::text::bytea), '' ORDER BY i) AS block "
+            "FROM generate_series(1, 32768) i) b, generate_series(1, 10) k))",
             f"COMMENT ON LARGE OBJECT {SMALL_OIDS[0]} IS 'the greeting'",
             f'GRANT SELECT ON LARGE OBJECT {SMALL_OIDS[0]} TO "{role}"',
             f"GRANT SELECT, UPDATE ON LARGE OBJECT {BIG_OID} TO PUBLIC",
