@@ -116,3 +116,22 @@ def test_list_values_quoted_names_and_custom_settings_are_carried_exactly(db_pai
     assert summary["status"] == "complete", "a read-only default must not stop the copy's own last steps"
     assert settings_of(dst) == expected
     assert settings_check(src, dst)["status"] == "pass"
+
+
+def test_a_superuser_only_setting_needs_a_superuser_or_a_grant(db_pair, tmp_path, target_server):
+    src, dst = db_pair
+    execute(src, f"""ALTER DATABASE "{src['dbname']}" SET log_min_duration_statement TO '2s'""")
+    login, password = f"owner_{dst['dbname'][-10:]}", "pw-" + os.urandom(8).hex()
+    execute(target_server, f"CREATE ROLE \"{login}\" LOGIN PASSWORD '{password}'",
+            f'ALTER DATABASE "{dst["dbname"]}" OWNER TO "{login}"')
+    owner = {**dst, "user": login, "password": password}
+    try:
+        with pytest.raises(preflight.PreflightError, match="setting log_min_duration_statement needs a superuser or "
+                                                           "GRANT SET ON PARAMETER"):
+            migrate(src, owner, tmp_path)
+        execute(target_server, f'GRANT SET ON PARAMETER log_min_duration_statement TO "{login}"')
+        assert migrate(src, owner, tmp_path)["status"] == "complete"
+        assert settings_of(dst) == {(None, "log_min_duration_statement"): "2s"}
+    finally:
+        execute(target_server, f'DROP DATABASE IF EXISTS "{dst["dbname"]}" WITH (FORCE)',
+                f'REVOKE SET ON PARAMETER log_min_duration_statement FROM "{login}"', f'DROP ROLE IF EXISTS "{login}"')

@@ -138,9 +138,11 @@ def rights_problems(target_conn, settings):
             elif superusers:
                 problems.append(f"settings of superuser role(s) {', '.join(superusers)} need a superuser")
         names = sorted({s["name"] for s in settings})
+        cur.execute("SELECT current_setting('server_version_num')::int >= 150000")
+        # GRANT SET ON PARAMETER (and has_parameter_privilege) came with PostgreSQL 15.
+        granted = "has_parameter_privilege(name, 'SET')" if cur.fetchone()[0] else "false"
         cur.execute("SELECT name FROM pg_settings WHERE name = ANY(%s) AND context IN ('superuser', 'postmaster', "
-                    "'sighup', 'superuser-backend', 'internal') AND NOT has_parameter_privilege(name, 'SET') "
-                    "ORDER BY 1", (names,))
+                    f"'sighup', 'superuser-backend', 'internal') AND NOT {granted} ORDER BY 1", (names,))
         restricted = [r[0] for r in cur.fetchall()]
         if restricted:
             problems.append(f"setting {', '.join(restricted)} needs a superuser or GRANT SET ON PARAMETER")
