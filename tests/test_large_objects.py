@@ -221,6 +221,8 @@ def test_a_source_login_that_may_not_read_them_is_refused_before_anything_change
         assert "GRANT SELECT ON LARGE OBJECT" in message and password not in message
         assert target_large_objects(dst) == {} and query(dst, "SELECT count(*) FROM pg_tables WHERE "
                                                               "schemaname = 'public'") == [(0,)]
+        with pytest.raises(ValueError, match=r"Validation may not read 4 large object\(s\)"):
+            validate({**src, "user": reader, "password": password}, dst)
     finally:
         execute(source_server, f'DROP DATABASE IF EXISTS "{src["dbname"]}" WITH (FORCE)',
                 f'DROP ROLE IF EXISTS "{reader}"')

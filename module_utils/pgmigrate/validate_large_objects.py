@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import database_settings, large_objects
+from .connection import describe
 
 DIGEST_CHUNK = 1 << 20
 DIGEST_BATCH = 200
@@ -46,6 +47,13 @@ def large_object_state(pool):
     """{oid: {"owner", "has_acl", "grants", "comment", "bytes", "digest"}} of one side."""
     conn = pool.get()
     try:
+        denied = large_objects.unreadable(conn)
+        if denied:
+            raise ValueError(
+                f"Validation may not read {len(denied)} large object(s) of {describe(pool.params)} as "
+                f"{pool.params.get('user')} (e.g. {', '.join(str(o) for o in denied[:5])}): GRANT SELECT ON LARGE "
+                "OBJECT <oid> to it for each (pg_read_all_data does not cover large objects), or validate as their "
+                "owner or a superuser.")
         listed = large_objects.list_large_objects(conn)
         digests = {}
         with conn.cursor() as cur:
