@@ -10,7 +10,11 @@ description:
   - C(create) dumps one database into I(path)/<kind>/ for each of I(kinds), all from one exported snapshot:
     C(schema-only) and C(data-only) as plain SQL with the plan's C(--no-owner --no-privileges), C(complete) in
     directory format with I(jobs) parallel jobs. Each backup gets a C(backup.json) (origin, times, the exact row
-    count of every table counted in the same snapshot) and a C(SHA256SUMS) manifest, written last.
+    count of every table counted in the same snapshot, in short transactions of their own so that no session
+    holds a lock on every table beside pg_dump's) and a C(SHA256SUMS) manifest, written last.
+  - Tables the login reads only through their row-level security policies (FORCE ROW LEVEL SECURITY on tables it
+    owns) are dumped through them (C(--enable-row-security)) when they show every row, counted with the forcing
+    lifted inside a rolled-back transaction; otherwise the backup is refused before anything is written.
   - C(verify) checks a backup at I(path): its manifest first (every file, no file missing or added), then
     C(pg_restore --list) for the complete one, or a non-empty plain SQL file ending with pg_dump's
     "dump complete" marker.

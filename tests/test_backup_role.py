@@ -178,9 +178,10 @@ def test_backups_of_the_three_kinds_are_made_and_verified_for_the_source_and_the
 
 
 def test_a_corrupted_backup_fails_verification_and_is_never_restored(db_pair, tmp_path):
-    _, dst = db_pair
+    src, dst = db_pair
     dbcompare.load_hard_cases(dst)
-    inventory = write_inventory(tmp_path, None, dst, {"backup_databases": ["target"]})
+    # Every entry playbook checks first that the inventory names both connections.
+    inventory = write_inventory(tmp_path, src, dst, {"backup_databases": ["target"]})
     made = run(inventory)
     assert made.returncode == 0, output(made)
     units = tmp_path / "artifacts" / "backups" / "latest" / key("target", dst)
@@ -221,7 +222,7 @@ def test_a_corrupted_backup_fails_verification_and_is_never_restored(db_pair, tm
 def test_retention_keeps_the_newest_n_backups_of_each_database_and_kind(db_pair, tmp_path):
     src, _ = db_pair
     execute(src, "CREATE TABLE t (id int PRIMARY KEY)", "INSERT INTO t SELECT generate_series(1, 100)")
-    inventory = write_inventory(tmp_path, src, None, {"backup_databases": ["source"], "backup_keep": 2})
+    inventory = write_inventory(tmp_path, src, db_pair[1], {"backup_databases": ["source"], "backup_keep": 2})
     backup_dir = tmp_path / "artifacts" / "backups"
     runs = []
     for _ in range(3):
@@ -262,7 +263,7 @@ def test_check_mode_writes_nothing(db_pair, tmp_path):
     assert not (tmp_path / "artifacts" / "backups").exists()
 
 
-def test_restore_brings_a_modified_target_back_exactly(scratch, target_server, tmp_path):
+def test_restore_brings_a_modified_target_back_exactly(scratch, source_server, target_server, tmp_path):
     dst = scratch.create(target_server, "dst")
     generate.load(dst, 0.02)
     dbcompare.load_hard_cases(dst)
@@ -272,7 +273,7 @@ def test_restore_brings_a_modified_target_back_exactly(scratch, target_server, t
     execute(target_server, f'CREATE DATABASE "{pristine["dbname"]}" TEMPLATE "{dst["dbname"]}"')
     scratch.created.append((target_server, pristine["dbname"]))
 
-    inventory = write_inventory(tmp_path, None, dst, {"backup_databases": ["target"]})
+    inventory = write_inventory(tmp_path, scratch.create(source_server, "src"), dst, {"backup_databases": ["target"]})
     made = run(inventory)
     assert made.returncode == 0, output(made)
 

@@ -10,7 +10,9 @@ of its own so that each can be verified, kept or removed on its own:
 
 All three are taken from one exported snapshot, and the row counts recorded in backup.json are
 counted inside that same snapshot: they are exactly what the backup holds, even while the database
-takes writes. SHA256SUMS is written last: a backup directory without it never finished.
+takes writes. The session holding the snapshot locks no table; the counts are made by another one, in
+short transactions that import the snapshot (COUNT_BATCH). SHA256SUMS is written last: a backup
+directory without it never finished.
 
 Passwords reach pg_dump and pg_restore through their environment only (never their command line),
 psycopg2 through its connect() arguments. Every file and directory is created private (umask 077).
@@ -49,8 +51,11 @@ APPLICATION_NAME = "pgmigrate-backup"
 
 # Tables whose rows a dump holds: ordinary tables and partitions in user schemas, extension members
 # excepted (CREATE EXTENSION makes those). FROM ONLY keeps inheritance children out of a parent's count.
+# row_security_active: the login reads the table only through its row-level security policies (neither
+# superuser nor BYPASSRLS, and not its owner or the table is under FORCE ROW LEVEL SECURITY).
 USER_TABLES_SQL = """
-    SELECT n.nspname, c.relname
+    SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname), row_security_active(c.oid),
+           pg_has_role(c.relowner, 'USAGE')
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relkind = 'r'
        AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -59,6 +64,13 @@ USER_TABLES_SQL = """
                         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
      ORDER BY 1, 2
 """
+# Tables counted per transaction. A count locks its table and the table's indexes until its
+# transaction ends: counting every table in one transaction, beside pg_dump -j (whose leader and
+# workers lock every table too), exhausts the server's lock table (max_locks_per_transaction) on a
+# database of thousands of tables. One statement per batch also saves a round trip per table.
+COUNT_BATCH = 200
+# How long the count of a table under FORCE ROW LEVEL SECURITY waits for its lock (see _count_through_policies).
+POLICY_LOCK_TIMEOUT = "60s"
 
 
 class BackupError(Exception):
@@ -277,10 +289,12 @@ def archive_problems(directory, pg_bin_dir=None):
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         return [f"pg_restore --list {ARCHIVE_DIR} failed: {result.stderr.strip()[-1000:]}"]
-    files = set(os.listdir(directory))
+    # <dump id>.dat, or compressed <dump id>.dat.gz (.lz4, ...): the dump ids that have a data file.
+    with_data = {name.split(".", 1)[0] for name in os.listdir(directory)
+                 if name.split(".", 2)[1:2] == ["dat"]}
     problems = []
     for match in re.finditer(r"^(\d+); \d+ \d+ TABLE DATA (.*)$", result.stdout, re.MULTILINE):
-        if not any(name == f"{match[1]}.dat" or name.startswith(f"{match[1]}.dat.") for name in files):
+        if match[1] not in with_data:
             problems.append(f"{ARCHIVE_DIR}/{match[1]}.dat* (data of {match[2].rsplit(' ', 1)[0]}) is missing")
     return problems
 
@@ -318,25 +332,116 @@ def verify_backup(unit, pg_bin_dir=None):
 
 
 # ------------------------------------------------------------------------------------- create ----
-def count_rows(conn):
-    """Exact row count of every user table, in the connection's transaction: [{schema, table, rows}]."""
+def _begin_in_snapshot(cur, snapshot, readonly=True):
+    """Open a REPEATABLE READ transaction that sees the exported snapshot (the connection is in autocommit)."""
+    cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" + (" READ ONLY" if readonly else ""))
+    cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+
+
+def _counter(params, label):
+    """A session that counts rows: every count in a short transaction importing the backup's snapshot."""
+    conn = _connect(params, label, autocommit=True)
     with conn.cursor() as cur:
+        cur.execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET row_security = off")
+    return conn
+
+
+def list_tables(conn, snapshot):
+    """The user tables in the snapshot: [{schema, table, qualname, policies, owned}] (see USER_TABLES_SQL)."""
+    with conn.cursor() as cur:
+        _begin_in_snapshot(cur, snapshot)
         cur.execute(USER_TABLES_SQL)
-        tables = cur.fetchall()
-        counts = []
-        for schema, name in tables:
-            cur.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(schema, name)))
-            counts.append({"schema": schema, "table": name, "rows": cur.fetchone()[0]})
+        rows = cur.fetchall()
+        cur.execute("COMMIT")
+    return [{"schema": schema, "table": name, "qualname": qualname, "policies": policies, "owned": owned}
+            for schema, name, qualname, policies, owned in rows]
+
+
+def _count_statement(tables):
+    return "SELECT " + ", ".join(f"(SELECT count(*) FROM ONLY {table['qualname']})" for table in tables)
+
+
+def count_tables(conn, snapshot, tables):
+    """Exact row counts of tables in the snapshot, COUNT_BATCH tables per transaction: [{schema, table, rows}]."""
+    counts = []
+    if not tables:
+        return counts
+    with conn.cursor() as cur:
+        for start in range(0, len(tables), COUNT_BATCH):
+            batch = tables[start:start + COUNT_BATCH]
+            _begin_in_snapshot(cur, snapshot)
+            cur.execute(_count_statement(batch))
+            rows = cur.fetchone()
+            cur.execute("COMMIT")
+            counts += [{"schema": table["schema"], "table": table["table"], "rows": count}
+                       for table, count in zip(batch, rows, strict=True)]
     return counts
 
 
-def dump_arguments(kind, unit, pg_dump, snapshot, jobs):
+def _not_readable(tables, params):
+    """Tables under row-level security that the login does not own: it reads them only through their policies."""
+    if not tables:
+        return None
+    names = ", ".join(table["qualname"] for table in tables)
+    return (f"{params.get('user')} reads {names} on {describe(params)} only through its row-level security "
+            f"policies (it is neither the owner, a superuser nor a role with BYPASSRLS), so a backup could miss "
+            "rows: back up as the tables' owner, a superuser or a role with BYPASSRLS")
+
+
+def count_through_policies(conn, snapshot, tables, params):
+    """Tables the login owns but reads through their policies (FORCE ROW LEVEL SECURITY), counted twice in
+    one transaction in the snapshot, rolled back: the rows the policies show (what pg_dump
+    --enable-row-security dumps) and every row, FORCE being lifted inside that transaction only (no
+    other session ever sees it lifted). Returns [{schema, table, rows, visible}]. It takes each table's
+    ACCESS EXCLUSIVE lock for a moment: run it before any dump, whose locks it would wait for."""
+    problem = _not_readable([table for table in tables if not table["owned"]], params)
+    if problem:
+        raise BackupError(problem)
+    counts = []
+    if not tables:
+        return counts
+    with conn.cursor() as cur:
+        for start in range(0, len(tables), COUNT_BATCH):
+            batch = tables[start:start + COUNT_BATCH]
+            _begin_in_snapshot(cur, snapshot, readonly=False)
+            try:
+                cur.execute("SET LOCAL lock_timeout = %s", (POLICY_LOCK_TIMEOUT,))
+                cur.execute("SET LOCAL row_security = on")
+                cur.execute(_count_statement(batch))
+                visible = cur.fetchone()
+                for table in batch:
+                    cur.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(
+                        sql.SQL(table["qualname"])))
+                cur.execute("SET LOCAL row_security = off")
+                cur.execute(_count_statement(batch))
+                every = cur.fetchone()
+            finally:
+                cur.execute("ROLLBACK")
+            counts += [{"schema": table["schema"], "table": table["table"], "rows": count, "visible": shown}
+                       for table, count, shown in zip(batch, every, visible, strict=True)]
+    return counts
+
+
+def _hidden_rows_problem(counts, params):
+    hidden = [f"{table['schema']}.{table['table']} ({table['rows'] - table['visible']} of its {table['rows']} rows)"
+              for table in counts if table["visible"] != table["rows"]]
+    if not hidden:
+        return None
+    return (f"the row-level security policies of {', '.join(hidden)} hide rows from {params.get('user')}, the "
+            f"tables' owner, under FORCE ROW LEVEL SECURITY on {describe(params)}: pg_dump reads a table "
+            "through its policies, so the backup would miss them. Back up as a superuser or a role with "
+            "BYPASSRLS, or give the owner a policy that shows it every row. Nothing was written")
+
+
+def dump_arguments(kind, unit, pg_dump, snapshot, jobs, through_policies=False):
+    """pg_dump's arguments. through_policies: some table is read through its row-level security policies
+    (count_through_policies proved they show every row), so pg_dump must not set row_security off."""
+    common = [f"--snapshot={snapshot}"] + (["--enable-row-security"] if through_policies else [])
     if kind == "complete":
         # Owners and privileges stay in the archive so that a restore is exact; pg_restore can leave them out.
-        return [pg_dump, "--format=directory", f"--jobs={jobs}", f"--snapshot={snapshot}",
-                f"--file={os.path.join(unit, ARCHIVE_DIR)}"]
+        return [pg_dump, "--format=directory", f"--jobs={jobs}", *common, f"--file={os.path.join(unit, ARCHIVE_DIR)}"]
     flag = "--schema-only" if kind == "schema-only" else "--data-only"
-    return [pg_dump, flag, "--no-owner", "--no-privileges", "--format=plain", f"--snapshot={snapshot}",
+    return [pg_dump, flag, "--no-owner", "--no-privileges", "--format=plain", *common,
             f"--file={os.path.join(unit, PLAIN_FILES[kind])}"]
 
 
@@ -358,15 +463,87 @@ def _finish_dump(process, stderr_file, kind, params):
     stderr_file.seek(0)
     message = stderr_file.read().decode(errors="replace").strip()
     if process.returncode != 0:
-        raise BackupError(f"pg_dump ({kind}) of {describe(params)} failed: {message[-2000:]}")
+        hint = ""
+        if "out of shared memory" in message:
+            hint = (" (the server's lock table is full: pg_dump locks every table, and with --jobs its workers "
+                    "lock them again; raise max_locks_per_transaction on the server, or lower backup_jobs to 1)")
+        raise BackupError(f"pg_dump ({kind}) of {describe(params)} failed{hint}: {message[-2000:]}")
     return [line for line in message.splitlines() if line.strip()]
+
+
+def _stop_dump(process):
+    """Stop a pg_dump whose backup failed for another reason (its leader stops its workers)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _export_snapshot(holder):
+    """Open the transaction whose exported snapshot every dump and count shares, held until the last
+    dump has finished: (snapshot, server_version, server_version_num, database bytes). It takes no
+    table lock: the counts are made by another session (count_tables)."""
+    holder.set_session(isolation_level="REPEATABLE READ", readonly=True)
+    with holder.cursor() as cur:
+        cur.execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
+        cur.execute("SELECT pg_export_snapshot(), current_setting('server_version'),"
+                    " current_setting('server_version_num')::int, pg_database_size(current_database())")
+        return cur.fetchone()
+
+
+def _count_guarded_first(counter, snapshot, params):
+    """Before any dump: the tables, and the counts of those read through their policies (refused when the
+    policies hide rows). Returns (tables, their counts so far, the tables still to count)."""
+    tables = list_tables(counter, snapshot)
+    guarded = [table for table in tables if table["policies"]]
+    counts = count_through_policies(counter, snapshot, guarded, params)
+    problem = _hidden_rows_problem(counts, params)
+    if problem:
+        raise BackupError(problem)
+    return tables, counts, [table for table in tables if not table["policies"]]
+
+
+def _in_table_order(tables, counts):
+    rows = {(count["schema"], count["table"]): count["rows"] for count in counts}
+    return [{"schema": table["schema"], "table": table["table"], "rows": rows[(table["schema"], table["table"])]}
+            for table in tables]
+
+
+def _record(kind, label, params, snapshot_facts, dump_version, result, run_id, times, unit):
+    snapshot, server_version, server_version_num, database_bytes = snapshot_facts
+    files, size = _tree_size(unit)
+    return {
+        "format_version": FORMAT_VERSION,
+        "label": label,
+        "kind": kind,
+        "format": "directory" if kind == "complete" else "plain",
+        "content": ARCHIVE_DIR if kind == "complete" else PLAIN_FILES[kind],
+        "database": {key: params.get(key) for key in ("host", "port", "dbname", "user")},
+        "server_version": server_version,
+        "server_version_num": server_version_num,
+        "database_bytes": database_bytes,
+        "pg_dump_version": dump_version,
+        "pg_dump_options": [option for option in result["options"]
+                            if not option.startswith(("--file=", "--snapshot="))],
+        "snapshot": snapshot,
+        "run_id": run_id,
+        "started_at": times[0],
+        "finished_at": times[1],
+        "seconds": result["seconds"],
+        "files": files,
+        "bytes": size,
+    }
 
 
 def create_backup(params, label, path, kinds, jobs=2, run_id="", pg_bin_dir=None, check_mode=False):
     """Dump one database into path/<kind>/ for each kind, all from one snapshot, with exact row counts.
 
     Returns {"backups": [{kind, path, files, bytes, seconds}], "tables", "rows", "snapshot", "warnings"}.
-    A backup directory that already holds files is refused; on failure what this call created is removed.
+    A backup directory that already holds files is refused; on failure what this call created is removed,
+    and the error raised is the first cause (a dump still running is stopped, its error left aside).
     """
     kinds = [kind for kind in KINDS if kind in kinds]  # the plan's order, no duplicates
     path = os.path.abspath(path)
@@ -380,6 +557,7 @@ def create_backup(params, label, path, kinds, jobs=2, run_id="", pg_bin_dir=None
     pg_dump = tool("pg_dump", pg_bin_dir)
     _major, dump_version = tool_version(pg_dump)
     holder = _connect(params, label)
+    counter = None
     previous_umask = os.umask(0o077)
     created = []
     try:
@@ -387,65 +565,44 @@ def create_backup(params, label, path, kinds, jobs=2, run_id="", pg_bin_dir=None
             if not os.path.isdir(unit):
                 os.makedirs(unit, mode=0o700)
                 created.append(unit)
-        # The snapshot every dump and the row counts share: held open until the last dump has finished.
-        holder.set_session(isolation_level="REPEATABLE READ", readonly=True)
-        with holder.cursor() as cur:
-            cur.execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0;"
-                        " SET row_security = off")
-            cur.execute("SELECT pg_export_snapshot(), current_setting('server_version'),"
-                        " current_setting('server_version_num')::int, pg_database_size(current_database())")
-            snapshot, server_version, server_version_num, database_bytes = cur.fetchone()
+        snapshot_facts = _export_snapshot(holder)
+        snapshot = snapshot_facts[0]
         started_at = _now()
+        # Row counts only matter to the backups holding data.
+        tables, counts, pending = [], [], []
+        if any(kind in DATA_KINDS for kind in kinds):
+            counter = _counter(params, label)
+            tables, counts, pending = _count_guarded_first(counter, snapshot, params)
+        through_policies = len(counts) > 0
         env = libpq_environment(params, APPLICATION_NAME)
         results = {}
         warnings = []
-        # Row counts only matter to the backups holding data: None means "not counted (yet)".
-        tables = None if any(kind in DATA_KINDS for kind in kinds) else []
-        # The complete dump (parallel, the longest) runs while this connection counts the rows.
-        order = sorted(kinds, key=lambda kind: kind != "complete")
-        for kind in order:
+        # The complete dump (parallel, the longest) runs while the counter counts the other tables.
+        for kind in sorted(kinds, key=lambda kind: kind != "complete"):
             began = time.monotonic()
-            arguments = dump_arguments(kind, units[kind], pg_dump, snapshot, jobs)
+            arguments = dump_arguments(kind, units[kind], pg_dump, snapshot, jobs, through_policies)
             with tempfile.TemporaryFile() as stderr_file:
                 process = subprocess.Popen(arguments, env=env, stdout=subprocess.DEVNULL, stderr=stderr_file)
                 try:
-                    if tables is None:
-                        tables = count_rows(holder)
-                finally:
-                    warnings += [f"{kind}: {line}" for line in _finish_dump(process, stderr_file, kind, params)]
+                    counts += count_tables(counter, snapshot, pending)
+                    pending = []
+                except BaseException:
+                    _stop_dump(process)
+                    raise
+                warnings += [f"{kind}: {line}" for line in _finish_dump(process, stderr_file, kind, params)]
             results[kind] = {"seconds": round(time.monotonic() - began, 3), "options": arguments[1:]}
-        finished_at = _now()
+        tables = _in_table_order(tables, counts)
+        times = (started_at, _now())
         backups = []
         for kind in kinds:
             unit = units[kind]
-            files, size = _tree_size(unit)
-            record = {
-                "format_version": FORMAT_VERSION,
-                "label": label,
-                "kind": kind,
-                "format": "directory" if kind == "complete" else "plain",
-                "content": ARCHIVE_DIR if kind == "complete" else PLAIN_FILES[kind],
-                "database": {key: params.get(key) for key in ("host", "port", "dbname", "user")},
-                "server_version": server_version,
-                "server_version_num": server_version_num,
-                "database_bytes": database_bytes,
-                "pg_dump_version": dump_version,
-                "pg_dump_options": [option for option in results[kind]["options"]
-                                    if not option.startswith(("--file=", "--snapshot="))],
-                "snapshot": snapshot,
-                "run_id": run_id,
-                "started_at": started_at,
-                "finished_at": finished_at,
-                "seconds": results[kind]["seconds"],
-                "files": files,
-                "bytes": size,
-            }
+            record = _record(kind, label, params, snapshot_facts, dump_version, results[kind], run_id, times, unit)
             if kind in DATA_KINDS:
                 record["tables"] = tables
             _write_json(os.path.join(unit, RECORD), record)
             write_manifest(unit)
-            backups.append({"kind": kind, "path": unit, "files": files + 2, "bytes": size,
-                            "seconds": results[kind]["seconds"]})
+            backups.append({"kind": kind, "path": unit, "files": record["files"] + 2, "bytes": record["bytes"],
+                            "seconds": record["seconds"]})
         holder.rollback()
     except psycopg2.Error as error:
         _remove(created)
@@ -454,9 +611,11 @@ def create_backup(params, label, path, kinds, jobs=2, run_id="", pg_bin_dir=None
         _remove(created)
         raise
     finally:
-        holder.close()
+        for conn in (counter, holder):
+            if conn is not None:
+                conn.close()
         os.umask(previous_umask)
-    return {"backups": backups, "tables": len(tables or []), "rows": sum(t["rows"] for t in tables or []),
+    return {"backups": backups, "tables": len(tables), "rows": sum(t["rows"] for t in tables),
             "snapshot": snapshot, "warnings": warnings}
 
 
@@ -627,15 +786,21 @@ def compare_counts(params, unit):
     if "tables" not in record:
         raise BackupError(f"{unit} records no row counts (a {record.get('kind')} backup)")
     expected = {(table["schema"], table["table"]): table["rows"] for table in record["tables"]}
-    conn = _connect(params, "target")
+    holder = _connect(params, "target")
+    counter = None
     try:
-        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
-        with conn.cursor() as cur:
-            cur.execute("SET row_security = off")
-        actual = {(table["schema"], table["table"]): table["rows"] for table in count_rows(conn)}
-        conn.rollback()
+        snapshot = _export_snapshot(holder)[0]
+        counter = _counter(params, "target")
+        tables = list_tables(counter, snapshot)
+        found = count_through_policies(counter, snapshot, [table for table in tables if table["policies"]], params)
+        found += count_tables(counter, snapshot, [table for table in tables if not table["policies"]])
+    except psycopg2.Error as error:
+        raise BackupError(f"counting the rows of {describe(params)} failed: {str(error).strip()}") from None
     finally:
-        conn.close()
+        for conn in (counter, holder):
+            if conn is not None:
+                conn.close()
+    actual = {(table["schema"], table["table"]): table["rows"] for table in found}
     differences = []
     for key in sorted(set(expected) | set(actual)):
         name = ".".join(key)
