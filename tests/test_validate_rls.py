@@ -15,6 +15,7 @@ import pytest
 
 from conftest import connect, execute, query
 from pgmigrate import copier
+from pgmigrate import validate as validate_module
 from pgmigrate.validate import ValidationError, validate
 
 MY_CHECKS = ("schema", "row_counts", "content", "orphans", "sequences")
@@ -104,6 +105,22 @@ def test_a_change_under_forced_row_security_is_named(owned_target):
     assert content["secure.accounts"]["changed"] == [["7"]]
     orphans = [i for i in checks["orphans"]["items"] if i["status"] == "fail"]
     assert [(i["table"], i["sample"]) for i in orphans] == [("secure.entries", [["9999"]])]
+
+
+def test_a_lock_held_on_a_forced_table_ends_in_a_clear_error(owned_target, monkeypatch):
+    src, dst, owner = owned_target
+    monkeypatch.setattr(validate_module, "LIFT_LOCK_TIMEOUT", "300ms")
+    holder = connect(dst)
+    with holder.cursor() as cur:
+        cur.execute("SELECT count(*) FROM secure.accounts")  # holds its ACCESS SHARE lock until rollback
+    try:
+        with pytest.raises(ValidationError) as raised:
+            validate(src, owner, checks=("row_counts",))
+    finally:
+        holder.close()
+    message = str(raised.value)
+    assert message.startswith("secure.accounts on the target is under FORCE ROW LEVEL SECURITY") and \
+        "another session held a lock on it for 300ms" in message, message
 
 
 def test_a_login_the_policies_would_filter_is_refused_naming_the_table_and_bypassrls(db_pair, source_server):

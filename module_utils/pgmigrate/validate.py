@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 
 from . import catalog as catalog_module
@@ -233,7 +234,14 @@ class ConnectionPool:
             cur.execute("SET TRANSACTION READ WRITE")
             cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LIFT_LOCK_TIMEOUT)))
             for table in tables:
-                cur.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(sql.SQL(table)))
+                try:
+                    cur.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(sql.SQL(table)))
+                except psycopg2.errors.LockNotAvailable:
+                    raise ValidationError(
+                        f"{table} on the {self.side} is under FORCE ROW LEVEL SECURITY, and reading it whole "
+                        f"needs a moment's exclusive lock (inside the validator's own transaction, rolled "
+                        f"back): another session held a lock on it for {LIFT_LOCK_TIMEOUT}. Rerun when it "
+                        f"is done, or give the login BYPASSRLS.") from None
 
     def close(self):
         for conn in self.all:
