@@ -218,3 +218,27 @@ def test_every_role_has_an_argument_spec_its_defaults_pass(tmp_path):
                                       "tasks": tasks}]))
     result = ansible("ansible-playbook", str(check), "-i", "localhost,", "-c", "local")
     assert result.returncode == 0, result.output[-3000:]
+
+
+def test_settings_are_read_as_ansible_reads_them_and_refused_with_what_is_accepted():
+    from pgmigrate.settings import problems
+    spec = yaml.safe_load((PROJECT_DIR / "playbooks" / "checks" / "settings_spec.yml").read_text())[
+        "precheck_settings_spec"]
+    good = {"migration_workers": "8", "migration_target_overwrite": "yes", "migration_restart": False,
+            "migration_split_tables_larger_than": "512 MB", "migration_lock_timeout": "1min",
+            "migration_maintenance_work_mem": "64MB", "migration_include_schemas": ["public"],
+            "migration_documented_order": [{"table": "users", "level": 0}], "migration_profile": ""}
+    assert problems(good, spec) == []
+    bad = {"migration_workers": True, "migration_retries": -1, "migration_analyze": "maybe",
+           "migration_maintenance_work_mem": "10kB", "migration_include_schemas": "public",
+           "migration_documented_order": [{"level": 0}]}
+    assert problems(bad, spec) == [
+        "migration_workers=True is not accepted: it must be a whole number from 1 to 256.",
+        "migration_include_schemas='public' is not accepted: it must be a list of names (e.g. [public, sales]).",
+        "migration_analyze='maybe' is not accepted: it must be true or false.",
+        "migration_retries=-1 is not accepted: it must be a whole number from 0 to 100.",
+        "migration_maintenance_work_mem='10kB' is not accepted: it must be a size of at least 1MB (a number with "
+        "kB, MB, GB or TB, e.g. 512MB).",
+        "migration_documented_order=[{'level': 0}] is not accepted: it must be a list of {table: name, level: "
+        "number}.",
+    ]

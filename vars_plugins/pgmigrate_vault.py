@@ -37,6 +37,7 @@ REMEDY = (
     "vault_credential) to the job template. The file's structure is in vault.yml.example beside it."
 )
 CHECKED = set()
+SEEN = set()  # (path, subdir, entity) already looked at: vars plugins are asked again for every task
 
 
 def encrypted(path):
@@ -66,11 +67,14 @@ class VarsModule(BaseVarsPlugin):
     def get_vars(self, loader, path, entities, cache=True):
         for entity in entities if isinstance(entities, list) else [entities]:
             subdir = "host_vars" if entity.base_type is InventoryObjectType.HOST else "group_vars"
-            directory = os.path.join(os.path.realpath(path if os.path.isdir(path) else os.path.dirname(path)), subdir)
-            if not os.path.isdir(directory):
+            key = (path, subdir, entity.name)
+            if key in SEEN:
                 continue
-            for found in loader.find_vars_files(directory, entity.name):
-                self.check(loader, str(found))
+            directory = os.path.join(os.path.realpath(path if os.path.isdir(path) else os.path.dirname(path)), subdir)
+            if os.path.isdir(directory):
+                for found in loader.find_vars_files(directory, entity.name):
+                    self.check(loader, str(found))
+            SEEN.add(key)
         return {}
 
     @staticmethod
