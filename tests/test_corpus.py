@@ -10,6 +10,7 @@ servers before the source is loaded. Files are run by psql, as an application's 
 import os
 import pathlib
 import re
+import secrets
 import subprocess
 import time
 
@@ -111,6 +112,39 @@ def test_corpus_database_migrates_exactly_with_default_settings(name, db_pair, s
 
     kept = settings is KEPT_OWNERS_AND_PRIVILEGES
     differences = independent_compare.compare(src, dst, owners=kept, privileges=kept)
+    assert differences == [], "\n".join(differences)
+
+
+def unprivileged_owner(target_server, dst, role="corpus_saas_migrator"):
+    """The target's connection as docs/security.md describes it: a login that owns the target
+    database and is no superuser (a fresh password each time, sent as a query parameter)."""
+    ensure_roles(target_server, [role])
+    password = secrets.token_hex(16)
+    conn = connect(target_server)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"ALTER ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD %s", (password,))
+        cur.execute(f'ALTER DATABASE "{dst["dbname"]}" OWNER TO {role}')
+    conn.close()
+    return {**dst, "user": role, "password": password}
+
+
+def test_corpus_saas_into_a_target_owned_by_a_login_that_is_no_superuser(db_pair, source_server, target_server,
+                                                                         tmp_path):
+    """The SaaS database (FORCE ROW LEVEL SECURITY) into a target whose owner is an ordinary login:
+    the owner is subject to its own tables' policies, in the copy, the backup and the validation."""
+    src, dst = db_pair
+    sql_path = CORPUS_DIR / "saas.sql"
+    for server in (source_server, target_server):
+        ensure_roles(server, corpus_roles(sql_path.read_text(encoding="utf-8")))
+    load_sql(src, sql_path)
+    inventory = write_inventory(tmp_path, src, unprivileged_owner(target_server, dst))
+    started = time.monotonic()
+    result = migrate(inventory)
+    print(f"corpus saas (unprivileged target owner): migrate.yml exit {result.returncode}"
+          f" in {time.monotonic() - started:.1f} s")
+    assert result.returncode == 0, failure_excerpt(result)
+    differences = independent_compare.compare(src, dst)
     assert differences == [], "\n".join(differences)
 
 

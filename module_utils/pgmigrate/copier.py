@@ -1011,10 +1011,21 @@ class Engine:
         others = [e for e in self.post_entries
                   if e["key"] not in self.table_entry_keys and e["type"] != schema.FOREIGN_KEY_TYPE]
         foreign = [e for e in self.post_entries if e["type"] == schema.FOREIGN_KEY_TYPE]
+        # Row-level security is switched on after the foreign keys, as pg_restore orders it: adding a key
+        # reads both tables, which a FORCEd policy forbids to their owner when that owner is the login.
+        row_security = [e for e in others if e["type"] == schema.ROW_SECURITY_TYPE]
+        others = [e for e in others if e["type"] != schema.ROW_SECURITY_TYPE]
         self._enter_phase("post-data", f"{len(others)} other objects, then {len(foreign)} foreign keys")
+        self._post_data_serially(others)
+        jobs = [(0, f"post:{e['key']}", self._post_data_job(e)) for e in foreign if f"post:{e['key']}" not in self.done]
+        self._run_jobs(jobs, lambda key, result: self.progress.job_done(key[5:]) or [])
+        self._post_data_serially(row_security)
+
+    def _post_data_serially(self, entries):
+        """Run post-data entries one after the other on one target connection, retrying lost ones."""
         conn = self._connect("target")
         self._session_settings(conn)
-        for entry in others:
+        for entry in entries:
             if f"post:{entry['key']}" in self.done:
                 continue
             attempt = 0
@@ -1036,8 +1047,6 @@ class Engine:
                     raise MigrationError(f"post-data {entry['type']} {entry['name']} failed: {error}") from None
             self.progress.job_done(entry["key"])
         conn.close()
-        jobs = [(0, f"post:{e['key']}", self._post_data_job(e)) for e in foreign if f"post:{e['key']}" not in self.done]
-        self._run_jobs(jobs, lambda key, result: self.progress.job_done(key[5:]) or [])
 
     def _readd_dropped_constraints(self):
         conn = self._connect("target")

@@ -20,6 +20,8 @@ HEADER = re.compile(
 )
 TABLE_LEVEL_TYPES = ("INDEX", "CONSTRAINT")
 FOREIGN_KEY_TYPE = "FK CONSTRAINT"
+# The entry that switches a table's row-level security on (ALTER TABLE ... ENABLE ROW LEVEL SECURITY).
+ROW_SECURITY_TYPE = "ROW SECURITY"
 ALTER_TABLE = re.compile(r"^ALTER TABLE (?:ONLY )?(?P<table>.+?)\n", re.MULTILINE)
 
 
