@@ -1,35 +1,28 @@
 #!/usr/bin/python
-"""Ansible module: the checks every entry playbook makes before anything changes (playbooks/checks/)."""
+"""Ansible module: an overwrite allowed only on one server is pointed at that server (playbooks/checks/)."""
 
 DOCUMENTATION = r"""
 module: pg_migration_precheck
-short_description: Refuse bad migration_* settings, and an overwrite of a server that is not the expected one
+short_description: Refuse an overwrite of a server that is not the one an inventory allows it on
 description:
-  - Checks each setting of I(settings) against I(spec) (type, range, allowed values) and fails with one
-    line per refused setting naming the variable, its value and what is accepted.
-  - With I(overwrite_target) and I(identity_file), connects to I(overwrite_target) and refuses unless its
-    system identifier (or, when that is not readable, its data directory) is the one recorded in
-    I(identity_file) by scripts/embedded_pg.sh. Changes nothing.
+  - Connects to I(overwrite_target) and refuses unless its system identifier (or, when that is not
+    readable, its data directory) is the one recorded in I(identity_file) by scripts/embedded_pg.sh.
+    Changes nothing.
 options:
-  settings: {description: "Setting name -> value.", type: dict, required: true}
-  spec:
-    description: "Setting name -> {type, min, max, choices, accepts}; see module_utils/pgmigrate/settings.py."
-    type: dict
-    required: true
-  overwrite_target: {description: The connection an overwrite would replace., type: dict}
-  identity_file: {description: "The expected server's identity (lines key=value).", type: path}
+  overwrite_target: {description: The connection an overwrite would replace., type: dict, required: true}
+  identity_file: {description: "The expected server's identity (lines key=value).", type: path, required: true}
 author: pgmigrate maintainers
 """
 
 EXAMPLES = r"""
-- name: Check the settings
+- name: Overwrite only the embedded target
   pg_migration_precheck:
-    settings: {migration_workers: "{{ migration_workers }}"}
-    spec: {migration_workers: {type: int, min: 1, max: 256}}
+    overwrite_target: "{{ migration_target }}"
+    identity_file: "{{ migration_target_overwrite_identity_file }}"
 """
 
 RETURN = r"""
-identity: {description: The overwrite target's identity, when checked., returned: when checked, type: dict}
+{}
 """
 
 import traceback
@@ -39,7 +32,6 @@ from ansible.module_utils.basic import AnsibleModule
 try:
     from ansible.module_utils.pgmigrate.connection import connect, describe
     from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
-    from ansible.module_utils.pgmigrate.settings import problems
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()
@@ -105,28 +97,22 @@ def check_overwrite_target(params, identity_file):
 def main():
     module = AnsibleModule(
         argument_spec={
-            "settings": {"type": "dict", "required": True},
-            "spec": {"type": "dict", "required": True},
-            "overwrite_target": connection_argument(required=False) if not IMPORT_ERROR else {"type": "dict"},
-            "identity_file": {"type": "path"},
+            "overwrite_target": connection_argument() if not IMPORT_ERROR else {"type": "dict"},
+            "identity_file": {"type": "path", "required": True},
         },
         supports_check_mode=True,
     )
     if IMPORT_ERROR:
         module.fail_json(msg="pg_migration_precheck needs psycopg2 (pip install psycopg2-binary)",
                          exception=IMPORT_ERROR)
-    p = module.params
-    refused = problems(p["settings"], p["spec"])
-    if refused:
-        module.fail_json(msg=" ".join(refused + ["Nothing was changed."]), refused=refused)
-    if p["overwrite_target"] and p["identity_file"]:
-        params = clean_connection(p["overwrite_target"])
-        try:
-            error = check_overwrite_target(params, p["identity_file"])
-        except Exception as failure:  # noqa: BLE001 - psycopg2's errors: the message says what failed
-            error = f"could not check the identity of {describe(params)}: {str(failure).strip()}"
-        if error:
-            module.fail_json(msg=error)
+    params = clean_connection(module.params["overwrite_target"])
+    try:
+        error = check_overwrite_target(params, module.params["identity_file"])
+    except Exception as failure:  # noqa: BLE001 - psycopg2's errors: the message says what failed
+        error = (f"migration_target_overwrite=true: could not check the identity of {describe(params)} "
+                 f"({str(failure).strip()}). Nothing was changed.")
+    if error:
+        module.fail_json(msg=error)
     module.exit_json(changed=False)
 
 
