@@ -39,7 +39,8 @@ COLUMNS_QUERY = """
 SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
        a.attgenerated <> '' AS generated, a.attidentity, pg_get_expr(d.adbin, d.adrelid) AS default_expr,
        t.oid AS type_oid, t.typtype, t.typcategory, t.typelem, t.typbasetype,
-       CASE WHEN t.typelem <> 0 THEN (SELECT e.typtype FROM pg_type e WHERE e.oid = t.typelem) END AS elem_typtype
+       CASE WHEN t.typelem <> 0 THEN (SELECT e.typtype FROM pg_type e WHERE e.oid = t.typelem) END AS elem_typtype,
+       t.typsend <> 0 AND t.typreceive <> 0 AS binary_io
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -161,6 +162,9 @@ def _binary_copy_safe(columns):
     for column in columns:
         if OID_ALIAS_TYPES & {column["type_oid"], column["typelem"], column["typbasetype"]}:
             return False
+        # Types without binary send/receive functions (isn's isbn13, seg, ...): COPY refuses binary.
+        if not column.get("binary_io", True):
+            return False
         if column["typtype"] == "c" and column["type_oid"] >= FIRST_NORMAL_OID:
             return False
         if column["typelem"] and column["typcategory"] == "A" and (
@@ -203,12 +207,12 @@ def read_catalog(conn, exclude_schemas=(), include_schemas=()):
 
         cur.execute(COLUMNS_QUERY, {"oids": oids})
         for (relid, name, type_, notnull, generated, identity, default, type_oid, typtype, typcategory,
-             typelem, typbasetype, elem_typtype) in cur.fetchall():
+             typelem, typbasetype, elem_typtype, binary_io) in cur.fetchall():
             tables[relid]["columns"].append({
                 "name": name, "type": type_, "not_null": notnull, "generated": generated,
                 "identity": {"a": "always", "d": "by default"}.get(identity), "default": default,
                 "type_oid": type_oid, "typtype": typtype, "typcategory": typcategory, "typelem": typelem,
-                "typbasetype": typbasetype, "elem_typtype": elem_typtype,
+                "typbasetype": typbasetype, "elem_typtype": elem_typtype, "binary_io": binary_io,
             })
 
         cur.execute(KEYS_QUERY, {"oids": oids})

@@ -5,12 +5,14 @@
 -- money; an exclusion constraint (no two reservations of one warehouse slot overlap; btree_gist);
 -- a deferrable foreign-key cycle (customers <-> addresses, both DEFERRABLE INITIALLY DEFERRED);
 -- NOT VALID constraints that old rows violate (a CHECK and a foreign key with orphans); a sequence
--- whose state is ahead of its column; a table without rows; a partial unique index.
+-- whose state is ahead of its column; a table without rows; a partial unique index; book numbers of
+-- the isn extension (types with no binary form: COPY ... (FORMAT binary) refuses them).
 
 SET client_min_messages = warning;
 SET TIME ZONE 'UTC';
 
 CREATE EXTENSION btree_gist;
+CREATE EXTENSION isn;
 
 CREATE SCHEMA catalog;
 CREATE SCHEMA sales;
@@ -32,7 +34,8 @@ CREATE TABLE catalog.products (
     vat_rate numeric(4, 3) NOT NULL DEFAULT 0.200,
     gross_price numeric(12, 2) GENERATED ALWAYS AS (round(net_price * (1 + vat_rate), 2)) STORED,
     weight_grams integer,
-    discontinued_at date
+    discontinued_at date,
+    isbn isbn13
 );
 CREATE UNIQUE INDEX products_active_name ON catalog.products (lower(name)) WHERE discontinued_at IS NULL;
 
@@ -115,11 +118,13 @@ CREATE TABLE inventory.slot_reservations (
 
 -- Data. The category tree and products.
 INSERT INTO catalog.categories (parent_id, name) VALUES (NULL, 'All'), (1, 'Books'), (1, 'Games'), (2, 'Novels');
-INSERT INTO catalog.products (sku, category_id, name, net_price, vat_rate, weight_grams, discontinued_at)
+INSERT INTO catalog.products (sku, category_id, name, net_price, vat_rate, weight_grams, discontinued_at, isbn)
 SELECT 'SKU-' || lpad(g::text, 5, '0'), g % 4 + 1, 'Product ' || g, (g * 3.17)::numeric(12, 2),
        CASE WHEN g % 3 = 0 THEN 0.055 ELSE 0.200 END, CASE WHEN g % 6 <> 0 THEN g * 10 END,
-       CASE WHEN g % 10 = 0 THEN date '2023-01-01' + g END
-FROM generate_series(1, 120) AS g;
+       CASE WHEN g % 10 = 0 THEN date '2023-01-01' + g END,
+       CASE WHEN g % 4 = 2 THEN (p.digits || (10 - (SELECT sum(substr(p.digits, i, 1)::integer * (1 + 2 * (1 - i % 2)))
+                                                   FROM generate_series(1, 12) AS i) % 10) % 10)::isbn13 END
+FROM generate_series(1, 120) AS g, LATERAL (SELECT '978' || lpad((g * 7919)::text, 9, '0') AS digits) AS p;
 
 -- Customers and their addresses: the cycle, inserted in one transaction (deferred checks).
 BEGIN;
