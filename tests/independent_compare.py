@@ -16,7 +16,8 @@ copier: what it compares is what PostgreSQL's own tools print.
 * large objects: oids, an md5 of each one's contents (``lo_get``), comment, and under ``owners`` /
   ``privileges`` the owner and the ACL;
 * database settings: ``pg_db_role_setting`` of the database (``ALTER DATABASE ... SET`` and
-  ``ALTER ROLE ... IN DATABASE ... SET``).
+  ``ALTER ROLE ... IN DATABASE ... SET``);
+* extensions: name, version and schema (a dump never writes an extension's version).
 
 Sessions pin every setting that changes how values print (TimeZone, DateStyle, IntervalStyle,
 extra_float_digits, bytea_output, lc_monetary, search_path) and turn row_security off, so a policy can
@@ -138,6 +139,12 @@ def _large_objects(cur, owners, privileges):
     return result
 
 
+def _extensions(cur):
+    cur.execute("SELECT e.extname, e.extversion, n.nspname FROM pg_extension e"
+                " JOIN pg_namespace n ON n.oid = e.extnamespace")
+    return {name: f"version {version} in schema {schema}" for name, version, schema in cur.fetchall()}
+
+
 def _settings(cur):
     cur.execute(_DATABASE_SETTINGS)
     return dict(cur.fetchall())
@@ -152,6 +159,7 @@ def _read(params, owners, privileges):
                 "sequence": _sequences(cur),
                 "large object": _large_objects(cur, owners, privileges),
                 "database setting": _settings(cur),
+                "extension": _extensions(cur),
             }
     finally:
         conn.close()

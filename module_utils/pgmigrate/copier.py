@@ -569,7 +569,7 @@ class Engine:
             if not present:
                 t0 = time.monotonic()
                 schema.restore_pre_data(self.target, dump_path, self.options["no_owner"],
-                                        self.options["no_privileges"])
+                                        self.options["no_privileges"], self._extension_versions_to_pin(conn))
                 self.timings["pre_data"] = round(time.monotonic() - t0, 2)
             with conn.cursor() as cur:
                 state.mark_done(cur, self.run_id, "schema:pre-data")
@@ -580,6 +580,17 @@ class Engine:
         index_tables = {(i["schema"], i["name"]): i["table"] for i in self.catalog["indexes"]}
         self.post_entries, self.post_settings = schema.split_post_data(text, index_tables)
         schema.build_keys_index_first(self.post_entries, self.catalog.get("key_indexes", []))
+
+    def _extension_versions_to_pin(self, conn):
+        """{name: source version} of the extensions the pre-data restore will create (the target lacks
+        them) whose source version is not the target's default: pg_dump does not write versions."""
+        with conn.cursor() as cur:
+            cur.execute("SELECT a.name, a.default_version FROM pg_available_extensions a"
+                        " WHERE a.installed_version IS NULL")
+            defaults = dict(cur.fetchall())
+        conn.rollback()
+        return {e["name"]: e["version"] for e in self.catalog.get("extensions", [])
+                if e["name"] in defaults and e["version"] != defaults[e["name"]]}
 
     def _phase_existing_prepare(self):
         self.post_entries = []

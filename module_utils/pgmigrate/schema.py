@@ -77,11 +77,40 @@ def restore_args(no_owner=True, no_privileges=True):
     return args
 
 
-def restore_pre_data(target, dump_path, no_owner=True, no_privileges=True):
-    """Restore the pre-data section in one transaction: all of it or nothing."""
-    args = [find_tool("pg_restore"), "--section=pre-data", "--single-transaction", "--exit-on-error",
-            "--dbname", target["dbname"]] + restore_args(no_owner, no_privileges) + [dump_path]
-    run_tool(args, target, "restoring the source's schema (pre-data) into the target")
+EXTENSION_STATEMENT = re.compile(r"^CREATE EXTENSION IF NOT EXISTS (?P<name>\S+)(?P<rest> WITH SCHEMA [^\n]+?);$",
+                                 re.MULTILINE)
+
+
+def pin_extension_versions(script, versions):
+    """pg_dump never writes an extension's version: add the source's ({name: version}) to the
+    CREATE EXTENSION statements of a pre-data script, so what the restore creates is at that version."""
+    def pin(match):
+        version = versions.get(match["name"].strip('"').replace('""', '"'))
+        if version is None:
+            return match.group(0)
+        literal = "'" + version.replace("'", "''") + "'"
+        return f"CREATE EXTENSION IF NOT EXISTS {match['name']}{match['rest']} VERSION {literal};"
+    return EXTENSION_STATEMENT.sub(pin, script)
+
+
+def restore_pre_data(target, dump_path, no_owner=True, no_privileges=True, extension_versions=None):
+    """Restore the pre-data section in one transaction: all of it or nothing.
+
+    extension_versions ({name: version}): extensions the restore itself creates (their schema did not
+    exist before it) at the source's version instead of the target's default: the script then goes
+    through psql with those versions written into it."""
+    if not extension_versions:
+        args = [find_tool("pg_restore"), "--section=pre-data", "--single-transaction", "--exit-on-error",
+                "--dbname", target["dbname"]] + restore_args(no_owner, no_privileges) + [dump_path]
+        run_tool(args, target, "restoring the source's schema (pre-data) into the target")
+        return
+    args = [find_tool("pg_restore"), "--section=pre-data", "--file", "-"] + restore_args(
+        no_owner, no_privileges) + [dump_path]
+    script = run_tool(args, target, "reading the pre-data section of the schema dump").decode()
+    args = [find_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+            "--dbname", target["dbname"], "--file", "-"]
+    run_tool(args, target, "restoring the source's schema (pre-data) into the target",
+             stdin=pin_extension_versions(script, extension_versions).encode())
 
 
 def post_data_sql(dump_path, target, no_owner=True, no_privileges=True):

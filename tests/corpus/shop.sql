@@ -206,3 +206,14 @@ ALTER TABLE sales.orders SET (fillfactor = 90);
 CREATE PUBLICATION shop_orders FOR TABLE sales.orders, sales.order_lines WITH (publish = 'insert, update');
 INSERT INTO sales.abandoned_carts (customer_id, items) SELECT g, '[]' FROM generate_series(1, 5) AS g;
 DELETE FROM sales.abandoned_carts;
+
+-- Credit notes are numbered downwards from -1 (a descending sequence).
+CREATE SEQUENCE "Billing".credit_note_numbers INCREMENT BY -1 MAXVALUE -1 START WITH -1;
+CREATE TABLE "Billing".credit_notes (
+    number integer PRIMARY KEY DEFAULT nextval('"Billing".credit_note_numbers'),
+    "InvoiceNo" text NOT NULL REFERENCES "Billing"."Invoices" ("InvoiceNo"),
+    amount money NOT NULL
+);
+ALTER SEQUENCE "Billing".credit_note_numbers OWNED BY "Billing".credit_notes.number;
+INSERT INTO "Billing".credit_notes ("InvoiceNo", amount)
+SELECT 'INV-2023-' || lpad(g::text, 6, '0'), g FROM generate_series(1, 30) AS g WHERE g % 4 <> 0;

@@ -158,3 +158,22 @@ SELECT 1, 'text of about 8 MB', string_agg(md5(g::text), '' ORDER BY g), NULL FR
 INSERT INTO zoo.blobs
 SELECT 2, 'bytea of about 6 MB', NULL, decode(string_agg(md5(g::text), '' ORDER BY g), 'hex')
 FROM generate_series(1, 375000) AS g;
+
+-- Extension types: hstore at an old version (as pg_upgrade leaves it) in a schema of its own with a
+-- quoted name, ltree 1.1 (before its binary form existed), seg (no binary form), and arrays of them.
+CREATE SCHEMA "Ext Types";
+CREATE EXTENSION hstore WITH SCHEMA "Ext Types" VERSION '1.4';
+CREATE EXTENSION ltree VERSION '1.1';
+CREATE EXTENSION seg;
+CREATE TABLE zoo.extension_values (
+    id integer PRIMARY KEY,
+    attrs "Ext Types".hstore,
+    attr_history "Ext Types".hstore[],
+    path ltree,
+    measured seg
+);
+CREATE INDEX extension_values_path ON zoo.extension_values USING gist (path);
+INSERT INTO zoo.extension_values VALUES
+    (1, 'a=>1, "b c"=>"d\"e", n=>NULL', ARRAY['x=>1'::"Ext Types".hstore, ''], 'Top.Science.Astronomy', '1.5 .. 2.5'),
+    (2, '', '{}', 'Top', '<10'),
+    (3, NULL, NULL, NULL, NULL);
