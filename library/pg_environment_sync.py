@@ -13,6 +13,8 @@ description:
   - One target transaction, one source snapshot. Before committing it verifies every copied table against the
     source, that no preserved table changed and no merged table lost a row, runs I(updates), then I(checks);
     any failure rolls everything back and says what to change.
+  - A foreign-key cycle between tables that both change (copy, merge) is loaded as one unit: its deferrable keys
+    wait for the commit, the others are dropped inside the transaction and added back, validated, before it.
   - Check mode resolves and checks the policies and shows the plan, changing nothing.
 options:
   source: {description: Connection to the database synced from., type: dict, required: true}
