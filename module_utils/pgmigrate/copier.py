@@ -252,6 +252,7 @@ class Engine:
             self._phase_post_data()
             self._phase_sequences()
             self._phase_materialized_views()
+            self._post_data_serially(self.event_triggers)
             if opts["analyze"]:
                 self._phase_analyze()
             self._close_snapshot()
@@ -1016,6 +1017,7 @@ class Engine:
 
     # ------------------------------------------------------------------ post-data ------------
     def _phase_post_data(self):
+        self.event_triggers = []
         if self.options["schema_mode"] == "existing":
             self._readd_dropped_constraints()
             return
@@ -1025,7 +1027,10 @@ class Engine:
         # Row-level security is switched on after the foreign keys, as pg_restore orders it: adding a key
         # reads both tables, which a FORCEd policy forbids to their owner when that owner is the login.
         row_security = [e for e in others if e["type"] == schema.ROW_SECURITY_TYPE]
-        others = [e for e in others if e["type"] != schema.ROW_SECURITY_TYPE]
+        # Event triggers come after the run's own DDL (keys, materialized view refreshes; see run()): they would
+        # fire on it (an audit trigger would add rows, or fail on a sequence not yet set).
+        self.event_triggers = [e for e in others if e["type"] == schema.EVENT_TRIGGER_TYPE]
+        others = [e for e in others if e["type"] not in (schema.ROW_SECURITY_TYPE, schema.EVENT_TRIGGER_TYPE)]
         self._enter_phase("post-data", f"{len(others)} other objects, then {len(foreign)} foreign keys")
         self._post_data_serially(others)
         jobs = [(0, f"post:{e['key']}", self._post_data_job(e)) for e in foreign if f"post:{e['key']}" not in self.done]

@@ -211,3 +211,27 @@ INSERT INTO "Content".pages (path, html) VALUES ('/about', '<h1>About</h1>'), ('
 CREATE VIEW "Content".page_paths AS SELECT id, path FROM "Content".pages;
 CREATE RULE page_paths_update AS ON UPDATE TO "Content".page_paths
     DO INSTEAD UPDATE "Content".pages SET path = NEW.path WHERE id = OLD.id;
+
+-- The CMS audits schema changes with an event trigger (a plugin's "DDL history" page reads it).
+CREATE SCHEMA audit;
+CREATE TABLE audit.ddl_history (
+    id bigserial PRIMARY KEY,
+    command_tag text NOT NULL,
+    object_identity text,
+    happened_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE FUNCTION audit.record_ddl() RETURNS event_trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    command record;
+BEGIN
+    FOR command IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+        INSERT INTO audit.ddl_history (command_tag, object_identity, happened_at)
+        VALUES (command.command_tag, command.object_identity, '2024-01-01 00:00+00');
+    END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER record_ddl ON ddl_command_end EXECUTE FUNCTION audit.record_ddl();
+CREATE TABLE "Content".redirects (from_path text PRIMARY KEY, to_path text NOT NULL);
+INSERT INTO "Content".redirects VALUES ('/old', '/new');
