@@ -494,6 +494,15 @@ def _export_snapshot(holder):
         return cur.fetchone()
 
 
+def _release(holder):
+    """End the snapshot's transaction once every backup is written: the backups are whole even if this fails
+    (a connection lost now), so its failure must not remove them."""
+    try:
+        holder.rollback()
+    except psycopg2.Error:
+        pass
+
+
 def _count_guarded_first(counter, snapshot, params):
     """Before any dump: the tables, and the counts of those read through their policies (refused when the
     policies hide rows). Returns (tables, their counts so far, the tables still to count)."""
@@ -603,7 +612,7 @@ def create_backup(params, label, path, kinds, jobs=2, run_id="", pg_bin_dir=None
             write_manifest(unit)
             backups.append({"kind": kind, "path": unit, "files": record["files"] + 2, "bytes": record["bytes"],
                             "seconds": record["seconds"]})
-        holder.rollback()
+        _release(holder)
     except psycopg2.Error as error:
         _remove(created)
         raise BackupError(f"backup of {describe(params)} failed: {str(error).strip()}") from None
