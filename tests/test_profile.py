@@ -127,6 +127,15 @@ def test_a_bad_profile_is_refused_before_anything_changes(shop_pair, tmp_path, s
     assert user_tables(dst) == 0 and extensions(dst) == set()
 
 
+@pytest.mark.parametrize("playbook", ["playbooks/backup.yml", "playbooks/zero_downtime.yml"])
+def test_a_playbook_that_reads_no_profile_setting_still_refuses_an_unknown_profile(shop_pair, tmp_path, playbook):
+    src, dst = shop_pair
+    result = run(playbook, write_inventory(tmp_path, src, dst, {"migration_profile": "cpd"}), timeout=180)
+    assert result.returncode != 0
+    assert 'migration_profile is "cpd": no such application profile' in result.stdout, result.stdout[-3000:]
+    assert not (tmp_path / "artifacts" / "backups").exists() and user_tables(dst) == 0
+
+
 @pytest.fixture
 def cdp_twins(db_pair):
     """The CDP reference database loaded alike into source and target (the generator is deterministic)."""
