@@ -25,8 +25,8 @@ def settings_of(params):
         conn.close()
 
 
-def settings_check(src, dst):
-    result = Validator(src, dst, workers=2, checks=["schema"]).run()
+def settings_check(src, dst, carried=True):
+    result = Validator(src, dst, workers=2, checks=["schema"], database_settings_carried=carried).run()
     return next(c for c in result["checks"] if c["name"] == "database_settings")
 
 
@@ -81,6 +81,17 @@ def test_switched_off_the_settings_are_left_and_validation_names_the_missing_one
     execute(dst, f"""ALTER DATABASE "{dst['dbname']}" SET search_path TO public""")
     changed = settings_check(src, dst)
     assert 'database setting search_path: source """abc""", public / target public' in changed["summary"]
+
+
+def test_switched_off_the_validation_reports_them_as_not_carried_and_passes(settings_pair, tmp_path):
+    src, dst, _both, _source_only = settings_pair
+    migrate(src, dst, tmp_path, database_settings=False)
+    check = settings_check(src, dst, carried=False)
+    assert check["status"] != "fail", check
+    left = [item["detail"] for item in check["items"] if item["status"] == "warn"]
+    assert any("search_path not carried (migration_copy_database_settings is false)" in d for d in left), left
+    execute(dst, f"""ALTER DATABASE "{dst['dbname']}" SET search_path TO public""")
+    assert settings_check(src, dst, carried=False)["status"] == "fail"  # a different value is still a difference
 
 
 def test_a_login_that_may_not_set_them_is_refused_before_anything_changes(settings_pair, tmp_path, target_server):

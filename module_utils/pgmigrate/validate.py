@@ -298,7 +298,7 @@ def _quote(name):
 
 class Validator:
     def __init__(self, source, target, workers=4, sample_limit=20, exclude_schemas=(), include_schemas=(),
-                 sequences_exact=True, checks=None, added_extensions=()):
+                 sequences_exact=True, checks=None, added_extensions=(), database_settings_carried=True):
         self.source = source
         self.target = target
         self.workers = max(1, int(workers))
@@ -309,6 +309,9 @@ class Validator:
         self.enabled = set(checks or ("schema", "row_counts", "content", "orphans", "sequences"))
         # Extensions the run creates on the target on purpose (extensions_required): reported as added.
         self.added_extensions = set(added_extensions or ())
+        # False when the copy left the database's settings (migration_copy_database_settings=false):
+        # a setting missing in the target is then reported as not carried, not as a difference.
+        self.database_settings_carried = bool(database_settings_carried)
         self.src_pool = ConnectionPool(source, "pgmigrate validate", "source")
         self.dst_pool = ConnectionPool(target, "pgmigrate validate", "target")
 

@@ -146,8 +146,9 @@ def _settings(pool):
     return {(s["role"], s["name"]): s["value"] for s in settings}, roles
 
 
-def check_database_settings(src_pool, dst_pool):
-    """The check, or None when neither database has a setting."""
+def check_database_settings(src_pool, dst_pool, carried=True):
+    """The check, or None when neither database has a setting. carried=False: the copy left the settings
+    on purpose, so one missing in the target is a warning."""
     started = time.monotonic()
     check = _check("database_settings", "Database settings: ALTER DATABASE / ALTER ROLE ... IN DATABASE ... SET")
     with ThreadPoolExecutor(2) as pool:
@@ -169,6 +170,8 @@ def check_database_settings(src_pool, dst_pool):
             item = {"status": "pass", "detail": f"{label} = {a}"}
         elif b is None and role is not None and role not in target_roles:
             item = {"status": "warn", "detail": f"{label} not carried: role {role} does not exist in the target"}
+        elif b is None and not carried:
+            item = {"status": "warn", "detail": f"{label} not carried (migration_copy_database_settings is false)"}
         elif b is None:
             item = {"status": "fail", "detail": f"{label} missing in the target (source: {name}={a})"}
         elif a is None:
@@ -190,5 +193,6 @@ def checks_for(validator):
                                           getattr(validator, "no_owner", None),
                                           getattr(validator, "no_privileges", None)))
     if enabled & {"schema", "database_settings"}:
-        checks.append(check_database_settings(validator.src_pool, validator.dst_pool))
+        checks.append(check_database_settings(validator.src_pool, validator.dst_pool,
+                                              getattr(validator, "database_settings_carried", True)))
     return [check for check in checks if check is not None]

@@ -23,14 +23,15 @@ def _with_connection(params, variable, function, *args):
 def run_validation(source, target, directory, checks=None, workers=4, sample_limit=20, sequences_exact=True,
                    include_schemas=(), exclude_schemas=(), password_hash_columns=(), encrypted_columns=(),
                    performance_queries=(), query_limit_seconds=5.0, query_slower_factor=2.0, required_indexes=(),
-                   added_extensions=()):
+                   added_extensions=(), database_settings_carried=True):
     """Return (result, report paths, one-line message naming every failing check and table)."""
     started = time.monotonic()
     for params, variable in ((source, "migration_source"), (target, "migration_target")):
         _with_connection(params, variable, lambda conn: None)
     result = Validator(source, target, workers=workers, sample_limit=sample_limit,
                        include_schemas=include_schemas, exclude_schemas=exclude_schemas,
-                       sequences_exact=sequences_exact, checks=checks, added_extensions=added_extensions).run()
+                       sequences_exact=sequences_exact, checks=checks, added_extensions=added_extensions,
+                       database_settings_carried=database_settings_carried).run()
     if password_hash_columns:
         result["checks"].append(_with_connection(target, "migration_target", app_checks.check_password_hashes,
                                                  list(password_hash_columns)))
