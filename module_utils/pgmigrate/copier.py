@@ -554,6 +554,15 @@ class Engine:
         target_conn.commit()
 
     # ------------------------------------------------------------------ schema ---------------
+    @staticmethod
+    def _target_schemas(conn):
+        """The target's schema names: a dump limited to some schemas creates them, and public exists."""
+        with conn.cursor() as cur:
+            cur.execute("SELECT nspname FROM pg_namespace")
+            names = {row[0] for row in cur.fetchall()}
+        conn.rollback()
+        return names
+
     def _phase_pre_data(self):
         self._enter_phase("schema", "pre-data (types, tables, functions, views)")
         dump_path = os.path.join(self.run_dir, "schema.dump")
@@ -570,7 +579,8 @@ class Engine:
             if not present:
                 t0 = time.monotonic()
                 schema.restore_pre_data(self.target, dump_path, self.options["no_owner"],
-                                        self.options["no_privileges"], self._extension_versions_to_pin(conn))
+                                        self.options["no_privileges"], self._extension_versions_to_pin(conn),
+                                        existing_schemas=self._target_schemas(conn))
                 self.timings["pre_data"] = round(time.monotonic() - t0, 2)
             with conn.cursor() as cur:
                 state.mark_done(cur, self.run_id, "schema:pre-data")

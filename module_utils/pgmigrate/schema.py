@@ -94,19 +94,41 @@ def pin_extension_versions(script, versions):
     return EXTENSION_STATEMENT.sub(pin, script)
 
 
-def restore_pre_data(target, dump_path, no_owner=True, no_privileges=True, extension_versions=None):
+SCHEMA_TOC_ENTRY = re.compile(r"^\d+; \d+ \d+ SCHEMA - (?P<name>\S+) ")
+
+
+def toc_without_schemas(target, dump_path, existing_schemas):
+    """The dump's table of contents (pg_restore --list) without the CREATE SCHEMA entries of schemas
+    the target already has: a dump limited with --schema public holds CREATE SCHEMA public, which
+    every database already has. Written beside the dump; None when nothing is left out."""
+    listing = run_tool([find_tool("pg_restore"), "--list", dump_path], target, "listing the schema dump").decode()
+    kept = [line for line in listing.splitlines()
+            if not ((match := SCHEMA_TOC_ENTRY.match(line)) and match["name"] in existing_schemas)]
+    if len(kept) == len(listing.splitlines()):
+        return None
+    path = dump_path + ".pre-data.list"
+    with open(path, "w") as handle:
+        handle.write("\n".join(kept) + "\n")
+    return path
+
+
+def restore_pre_data(target, dump_path, no_owner=True, no_privileges=True, extension_versions=None,
+                     existing_schemas=()):
     """Restore the pre-data section in one transaction: all of it or nothing.
 
     extension_versions ({name: version}): extensions the restore itself creates (their schema did not
     exist before it) at the source's version instead of the target's default: the script then goes
-    through psql with those versions written into it."""
+    through psql with those versions written into it. existing_schemas: schemas the target has already,
+    whose CREATE SCHEMA is left out."""
+    toc = toc_without_schemas(target, dump_path, set(existing_schemas)) if existing_schemas else None
+    selection = ["--use-list", toc] if toc else []
     if not extension_versions:
         args = [find_tool("pg_restore"), "--section=pre-data", "--single-transaction", "--exit-on-error",
-                "--dbname", target["dbname"]] + restore_args(no_owner, no_privileges) + [dump_path]
+                "--dbname", target["dbname"]] + restore_args(no_owner, no_privileges) + selection + [dump_path]
         run_tool(args, target, "restoring the source's schema (pre-data) into the target")
         return
     args = [find_tool("pg_restore"), "--section=pre-data", "--file", "-"] + restore_args(
-        no_owner, no_privileges) + [dump_path]
+        no_owner, no_privileges) + selection + [dump_path]
     script = run_tool(args, target, "reading the pre-data section of the schema dump").decode()
     args = [find_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
             "--dbname", target["dbname"], "--file", "-"]
