@@ -176,3 +176,29 @@ CREATE MATERIALIZED VIEW analytics.daily_paths AS
     SELECT date_trunc('day', viewed_at) AS day, path, count(*) AS views FROM analytics.page_views GROUP BY 1, 2;
 CREATE MATERIALIZED VIEW analytics.top_paths AS
     SELECT path, sum(views) AS views FROM analytics.daily_paths GROUP BY path ORDER BY 2 DESC LIMIT 10;
+
+-- A wide survey-answers table (400 columns), names at the 63-byte limit (multi-byte letters among
+-- them), and a domain tightened later with NOT VALID over rows that violate it.
+DO $$
+BEGIN
+    EXECUTE 'CREATE TABLE analytics.survey_answers (response_id integer PRIMARY KEY, '
+        || (SELECT string_agg(format('q%s %s', g, CASE g % 4 WHEN 0 THEN 'smallint' WHEN 1 THEN 'text'
+                                                   WHEN 2 THEN 'boolean' ELSE 'numeric(5, 1)' END), ', ')
+              FROM generate_series(1, 399) AS g) || ')';
+    EXECUTE 'INSERT INTO analytics.survey_answers SELECT r, '
+        || (SELECT string_agg(CASE g % 4 WHEN 0 THEN format('(r * %s) %% 5', g) WHEN 1 THEN format('''a'' || r || ''-%s''', g)
+                                 WHEN 2 THEN format('(r + %s) %% 3 = 0', g) ELSE format('(r * %s) %% 100 / 10.0', g) END, ', ')
+              FROM generate_series(1, 399) AS g) || ' FROM generate_series(1, 40) AS r';
+END
+$$;
+CREATE TABLE analytics."événements_agrégés_par_catégorie_et_par_période_de_tem" (
+    "identifiant_de_la_catégorie_principale_de_l_événement_agrégé_x" integer PRIMARY KEY,
+    total bigint NOT NULL
+);
+INSERT INTO analytics."événements_agrégés_par_catégorie_et_par_période_de_tem" VALUES (1, 10), (2, 20);
+CREATE DOMAIN analytics.event_name AS text;
+CREATE TABLE analytics.custom_events (id serial PRIMARY KEY, name analytics.event_name NOT NULL);
+INSERT INTO analytics.custom_events (name) VALUES ('signup'), ('Legacy Event With Spaces'), ('checkout');
+ALTER DOMAIN analytics.event_name ADD CONSTRAINT event_name_snake_case CHECK (VALUE ~ '^[a-z_]+$') NOT VALID;
+CREATE UNLOGGED SEQUENCE analytics.cache_tickets START 500;
+SELECT setval('analytics.cache_tickets', 777);

@@ -140,7 +140,7 @@ CREATE TABLE zoo.texts (
 INSERT INTO zoo.texts VALUES
     (1, E'tab\there, newline\nthere, carriage\rreturn, backslash \\ end', 'Zebra', 'Straße', 'Alice@Example.COM'),
     (2, E'quote '' double " nul-less \u00e9\u4e2d\u6587 emoji \U0001F600', 'apple', 'Äpfel', 'bob@example.com'),
-    (3, '\N', 'b', 'zürich', 'BOB2@example.com'),
+    (3, '\N', E'\\.', 'zürich', 'BOB2@example.com'),
     (4, '', '', '', ''),
     (5, NULL, NULL, NULL, NULL);
 CREATE UNIQUE INDEX texts_ci_email ON zoo.texts (ci_email);
