@@ -72,6 +72,17 @@ def execute(params, *statements):
         conn.close()
 
 
+def make_role(server, prefix, *attributes):
+    """A login role with a unique name and a random password: (name, password). The caller drops it."""
+    role, password = f"{prefix}_{os.urandom(4).hex()}", "pw-" + os.urandom(8).hex()
+    conn = connect(server)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{role}" LOGIN {" ".join(attributes)} PASSWORD %s', (password,))
+    conn.close()
+    return role, password
+
+
 class ScratchDatabases:
     """Creates uniquely named databases on a server and drops them at teardown."""
 

@@ -11,12 +11,11 @@ owner is refused the same way. Every failure names its first cause.
 """
 
 import json
-import os
 import subprocess
 
 import pytest
 
-from conftest import PROJECT_DIR, connect, execute, query, write_inventory
+from conftest import PROJECT_DIR, execute, make_role, query, write_inventory
 from pgmigrate import backup
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
@@ -39,16 +38,6 @@ ALTER TABLE secure.notes FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_rows ON secure.accounts USING (tenant = current_user);
 CREATE POLICY owner_sees_all ON secure.notes USING (true);
 """
-
-
-def make_role(server, prefix, *attributes):
-    role, password = f"{prefix}_{os.urandom(4).hex()}", "pw-" + os.urandom(8).hex()
-    conn = connect(server)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE ROLE "{role}" LOGIN {" ".join(attributes)} PASSWORD %s', (password,))
-    conn.close()
-    return role, password
 
 
 @pytest.fixture

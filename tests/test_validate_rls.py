@@ -7,13 +7,12 @@ the policies would filter is refused before any check, naming the table and BYPA
 lost in the middle of a read is reported as such, not as the failure of the rollback that follows.
 """
 
-import os
 import threading
 import time
 
 import pytest
 
-from conftest import connect, execute, query
+from conftest import connect, execute, make_role, query
 from pgmigrate import copier
 from pgmigrate import validate as validate_module
 from pgmigrate.validate import ValidationError, validate
@@ -35,16 +34,6 @@ ALTER TABLE secure.entries FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_rows ON secure.accounts USING (tenant = current_user);
 CREATE POLICY no_rows ON secure.entries USING (false);
 """
-
-
-def make_role(server, prefix, *attributes):
-    role, password = f"{prefix}_{os.urandom(4).hex()}", "pw-" + os.urandom(8).hex()
-    conn = connect(server)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE ROLE "{role}" LOGIN {" ".join(attributes)} PASSWORD %s', (password,))
-    conn.close()
-    return role, password
 
 
 def drop_role(server, role):
