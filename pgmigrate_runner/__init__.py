@@ -6,7 +6,9 @@
 What it adds to ansible-playbook:
 - the run's events are kept like AWX keeps them: artifacts/runner/<ident>/ holds job_events/, stdout, rc and
   status (the environment ansible-runner records there is dropped: it is the caller's, and may hold secrets);
-- the terminal shows one line per phase (play) with its outcome and duration, per-table progress of the copy
+- the terminal shows one line per phase (play) with its outcome and duration ("skipped: no host matched" for
+  a play whose group is empty; a play switched off with the pattern '!all', such as the checks a phase
+  playbook imports again after migrate.yml made them, is not shown), per-table progress of the copy
   (each table as it completes, and the overall line every few seconds, from the copy's progress file),
   each failure with its task and message, and a closing summary;
 - the exit status is 0 only when the playbook succeeded.
@@ -25,6 +27,8 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_PLAYBOOK = "migrate.yml"
+# hosts: '!all' - how a play is switched off for this run (playbooks/checks/inventory.yml, when imported again)
+SWITCHED_OFF_PATTERN = "!all"
 
 
 # The copy engine's own formatting of sizes (module_utils is the modules' code, plain Python).
@@ -85,8 +89,17 @@ class EventPrinter:
         self.watcher = None
         self.live_progress = None
         self.copy_summary = None
+        self.heading_pending = False
+        self.play_switched_off = False
+
+    def _show_heading(self):
+        """A play's heading is written when its first task starts (or it ends): a play switched off has none."""
+        if self.heading_pending:
+            self.heading_pending = False
+            self.write(f"==> {self.phases[-1][0]}")
 
     def _close_phase(self):
+        self._show_heading()
         if self.phases and self.phases[-1][2] is None:
             phase = self.phases[-1]
             phase[2] = "failed" if any(f["phase"] == phase[0] for f in self.failures) else "ok"
@@ -98,14 +111,25 @@ class EventPrinter:
             self._close_phase()
             name = data.get("play") or data.get("name") or "play"
             self.phases.append([name, time.monotonic(), None])
-            self.write(f"==> {name}")
+            self.heading_pending = True
+            self.play_switched_off = (data.get("play_pattern") or data.get("pattern")) == SWITCHED_OFF_PATTERN
+        elif kind == "playbook_on_no_hosts_matched" and self.heading_pending:
+            if self.play_switched_off:
+                self.phases.pop()
+                self.heading_pending = False
+            else:
+                self._show_heading()
+                self.phases[-1][2] = "skipped"
+                self.write("    skipped: no host matched")
         elif kind == "playbook_on_task_start":
+            self._show_heading()
             task = data.get("task", "")
             if self.live_progress and task.startswith("Copy (") and self.watcher is None:
                 self.watcher = CopyProgressWatcher(self.live_progress["file"], self.live_progress.get("interval", 5),
                                                    self.write)
                 self.watcher.start()
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+            self._show_heading()
             result = data.get("res") or {}
             facts = result.get("ansible_facts") or {}
             if "migration_live_progress" in facts:

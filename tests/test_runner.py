@@ -27,8 +27,13 @@ def test_migrate_yml_through_ansible_runner_shows_phases_and_tables_keeps_events
     assert dbcompare.compare_databases(src, dst) == []
     out = result.stdout
     phases = [line for line in out.splitlines() if line.startswith("==> ")]
-    assert [p.split(":")[0] for p in phases[:6]] == ["==> (1/9) ASSESS", "==> (2/9) BACKUP", "==> (3/9) PREPARE TARGET",
-                                                     "==> (4/9) MAINTENANCE", "==> (5/9) COPY", "==> (6/9) VALIDATE"]
+    # the checks once (the phase playbooks' own imports of them match no host and are not shown), then the phases
+    assert [p.split(":")[0] for p in phases[:8]] == [
+        "==> [Pre-Check] The inventory has a migration controller",
+        "==> [Pre-Check] The settings, the connections and the overwrite",
+        "==> (1/9) ASSESS", "==> (2/9) BACKUP", "==> (3/9) PREPARE TARGET",
+        "==> (4/9) MAINTENANCE", "==> (5/9) COPY", "==> (6/9) VALIDATE"]
+    assert len([p for p in phases if p.startswith("==> [Pre-Check]")]) == 2
     assert "      table public.report_executions:" in out  # each table as the copy completes it
     assert "Result: successful (exit code 0)" in out and "copy complete: 21 tables" in out
     run_dir = tmp_path / "runs" / "first"
@@ -67,3 +72,20 @@ def test_the_event_printer_closes_each_phase_with_its_outcome():
     printer.handle({"event": "runner_on_failed", "event_data": {"host": "h", "task": "t", "res": {"msg": "boom"}}})
     printer.handle({"event": "playbook_on_stats", "event_data": {}})
     assert lines[:2] == ["==> (1/9) ASSESS", "    FAILED h: t: boom"] and lines[2].startswith("    failed in")
+
+
+def test_a_play_switched_off_is_not_shown_and_one_with_no_host_says_skipped():
+    lines = []
+    printer = EventPrinter(lines.append)
+    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "[Pre-Check] again",
+                                                                       "play_pattern": "!all"}})
+    printer.handle({"event": "playbook_on_no_hosts_matched", "event_data": {}})
+    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(1/9) ASSESS", "play_pattern": "x"}})
+    printer.handle({"event": "playbook_on_task_start", "event_data": {"task": "t"}})
+    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(4/9) MAINTENANCE",
+                                                                       "play_pattern": "cdp_app_servers"}})
+    printer.handle({"event": "playbook_on_no_hosts_matched", "event_data": {}})
+    printer.handle({"event": "playbook_on_stats", "event_data": {}})
+    assert lines[0] == "==> (1/9) ASSESS" and lines[1].startswith("    ok in"), lines
+    assert lines[2:] == ["==> (4/9) MAINTENANCE", "    skipped: no host matched"], lines
+    assert [phase[0] for phase in printer.phases] == ["(1/9) ASSESS", "(4/9) MAINTENANCE"]
