@@ -136,13 +136,17 @@ def test_an_interrupted_copy_resumes_without_losing_or_duplicating_large_objects
     assert dbcompare.compare_databases(src, dst) == []
 
 
+# The engine's own peak is VmHWM: getrusage's ru_maxrss survives exec, so it would report the peak of the
+# pytest process the engine was forked from (hundreds of MB late in the suite), not the engine's.
 RUNNER = """
-import json, resource, sys
+import json, re, resource, sys
 sys.path.insert(0, {module_utils!r})
 from pgmigrate import copier
 args = json.loads(sys.stdin.read())
 copier.migrate(args["src"], args["dst"], artifacts_dir=args["artifacts"], workers=2)
-print(json.dumps({{"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+with open("/proc/self/status") as status:
+    peak_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1))
+print(json.dumps({{"maxrss_kb": peak_kb,
                    "children_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}}))
 """
 
@@ -157,22 +161,27 @@ def run_engine(src, dst, artifacts):
 
 
 def test_kill_9_during_the_large_object_copy_then_rerun_is_exact_in_little_memory(lo_pair, tmp_path):
-    """kill -9 while the 10 MB large object streams; the rerun resumes, and the engine's peak memory
-    stays far below the size of what it copies many times over."""
+    """kill -9 while the large objects are copied; the rerun resumes, and the engine's peak memory stays far
+    below the size of what it copies many times over. The copy is held at the 10 MB large object by a test
+    transaction that created the same oid and has not ended (lo_create waits for it), so the kill always
+    lands inside the large-object step."""
     src, dst = lo_pair
     artifacts = str(tmp_path / "artifacts")
+    blocker = connect(dst)
+    with blocker.cursor() as cur:
+        cur.execute("SELECT lo_create(%s)", (BIG_OID,))
     proc = run_engine(src, dst, artifacts)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        streaming = query(src, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                               "AND application_name LIKE 'pgmigrate worker % large objects'")
-        if streaming[0][0]:
-            time.sleep(0.1)
-            break
+    deadline = time.monotonic() + 60
+    waiting = False
+    while time.monotonic() < deadline and proc.poll() is None and not waiting:
+        waiting = query(dst, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                             "AND wait_event_type = 'Lock' AND query LIKE '%lo_create%'")[0][0] > 0
         time.sleep(0.05)
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
+    assert waiting, f"the copy did not reach the large objects: {proc.poll()=} {proc.stderr.read()[-2000:]}"
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    blocker.rollback()
+    blocker.close()
     conn = connect(dst)
     assert state.unfinished_run(conn) is not None, "the first run was to be killed before it completed"
     conn.close()
