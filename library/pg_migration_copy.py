@@ -43,6 +43,13 @@ options:
         skipped with a warning. C(false) leaves them.
     type: bool
     default: true
+  database_settings_skipped:
+    description:
+      - Names of database settings never carried (a warning names each one the source has). The default,
+        C(default_transaction_read_only), is what the maintenance window sets on the source for the migration.
+    type: list
+    elements: str
+    default: [default_transaction_read_only]
 author: pgmigrate maintainers
 """
 
@@ -104,6 +111,8 @@ def main():
             "stop_when_process_exits": {"type": "int"},
             "run_lock_wait_seconds": {"type": "int", "default": 120},
             "database_settings": {"type": "bool", "default": True},
+            "database_settings_skipped": {"type": "list", "elements": "str",
+                                          "default": ["default_transaction_read_only"]},
         },
         supports_check_mode=True,
     )
@@ -115,7 +124,7 @@ def main():
             "schema_mode", "workers", "source_frozen", "overwrite", "restart", "artifacts_dir", "progress_file",
             "include_schemas", "exclude_schemas", "no_owner", "no_privileges", "analyze", "retries", "lock_timeout",
             "maintenance_work_mem", "target_is_production", "confirm_target", "stop_when_process_exits",
-            "run_lock_wait_seconds", "database_settings")}
+            "run_lock_wait_seconds", "database_settings", "database_settings_skipped")}
         options["split_tables_larger_than"] = parse_size(params["split_tables_larger_than"])
         options["check_mode"] = module.check_mode
         summary = copier.migrate(clean_connection(params["source"]), clean_connection(params["target"]), **options)

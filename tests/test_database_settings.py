@@ -123,7 +123,8 @@ def test_list_values_quoted_names_and_custom_settings_are_carried_exactly(db_pai
             f"""ALTER DATABASE "{src['dbname']}" SET default_transaction_read_only TO on""")
     expected = settings_of(src)
     assert len(expected) == 4
-    summary = migrate(src, dst, tmp_path)
+    # (default_transaction_read_only is skipped by default: the run is told to carry it here)
+    summary = migrate(src, dst, tmp_path, database_settings_skipped=[])
     assert summary["status"] == "complete", "a read-only default must not stop the copy's own last steps"
     assert settings_of(dst) == expected
     assert settings_check(src, dst)["status"] == "pass"
@@ -146,3 +147,29 @@ def test_a_superuser_only_setting_needs_a_superuser_or_a_grant(db_pair, tmp_path
     finally:
         execute(target_server, f'DROP DATABASE IF EXISTS "{dst["dbname"]}" WITH (FORCE)',
                 f'REVOKE SET ON PARAMETER log_min_duration_statement FROM "{login}"', f'DROP ROLE IF EXISTS "{login}"')
+
+
+def test_the_maintenance_windows_read_only_setting_is_not_carried_and_the_target_takes_writes(settings_pair,
+                                                                                              tmp_path):
+    """Maintenance mode makes the source (a role in it, or the whole database) read-only for the migration:
+    copied, that would leave the new database refusing the application's writes once it goes live."""
+    src, dst, both, _source_only = settings_pair
+    execute(src, f'''ALTER ROLE "{both}" IN DATABASE "{src['dbname']}" SET default_transaction_read_only TO on''',
+            f'''ALTER DATABASE "{src['dbname']}" SET default_transaction_read_only TO on''')
+    summary = migrate(src, dst, tmp_path)
+    assert summary["status"] == "complete"
+    carried = settings_of(dst)
+    assert (both, "default_transaction_read_only") not in carried and (None, "default_transaction_read_only") \
+        not in carried
+    assert carried[(None, "work_mem")] == "8MB" and carried[(both, "statement_timeout")] == "5s"
+    assert any("default_transaction_read_only" in w and "migration_database_settings_skipped" in w
+               for w in summary["warnings"]), summary["warnings"]
+    execute(dst, 'INSERT INTO """abc""".state VALUES (3, \'written after the migration\')')
+    check = settings_check(src, dst)
+    assert check["status"] == "warn", check  # not a failure: the run is not rolled back for it
+    assert [i["status"] for i in check["items"] if i["setting"] == "default_transaction_read_only"] == ["warn"] * 2
+
+    # Listed as not skipped, the setting is carried like any other.
+    execute(dst, 'DROP SCHEMA """abc""" CASCADE', f"DROP SCHEMA IF EXISTS {STATE_SCHEMA} CASCADE")
+    summary = migrate(src, dst, tmp_path, overwrite=True, database_settings_skipped=[])
+    assert settings_of(dst)[(None, "default_transaction_read_only")] == "on"

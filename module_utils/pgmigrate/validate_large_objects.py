@@ -146,9 +146,10 @@ def _settings(pool):
     return {(s["role"], s["name"]): s["value"] for s in settings}, roles
 
 
-def check_database_settings(src_pool, dst_pool, carried=True):
+def check_database_settings(src_pool, dst_pool, carried=True, skipped=database_settings.SKIPPED_BY_DEFAULT):
     """The check, or None when neither database has a setting. carried=False: the copy left the settings
-    on purpose, so one missing in the target is a warning."""
+    on purpose, so one missing in the target is a warning; so is any difference in a setting the copy never
+    carries (skipped)."""
     started = time.monotonic()
     check = _check("database_settings", "Database settings: ALTER DATABASE / ALTER ROLE ... IN DATABASE ... SET")
     with ThreadPoolExecutor(2) as pool:
@@ -168,6 +169,10 @@ def check_database_settings(src_pool, dst_pool, carried=True):
         a, b = src.get(key), dst.get(key)
         if a == b:
             item = {"status": "pass", "detail": f"{label} = {a}"}
+        elif database_settings.is_skipped({"name": name}, skipped):
+            item = {"status": "warn", "detail": f"{label} not carried (migration_database_settings_skipped): "
+                                                f"source {a if a is not None else 'not set'}, target "
+                                                f"{b if b is not None else 'not set'}"}
         elif b is None and role is not None and role not in target_roles:
             item = {"status": "warn", "detail": f"{label} not carried: role {role} does not exist in the target"}
         elif b is None and not carried:
@@ -194,5 +199,7 @@ def checks_for(validator):
                                           getattr(validator, "no_privileges", None)))
     if enabled & {"schema", "database_settings"}:
         checks.append(check_database_settings(validator.src_pool, validator.dst_pool,
-                                              getattr(validator, "database_settings_carried", True)))
+                                              getattr(validator, "database_settings_carried", True),
+                                              getattr(validator, "database_settings_skipped",
+                                                      database_settings.SKIPPED_BY_DEFAULT)))
     return [check for check in checks if check is not None]

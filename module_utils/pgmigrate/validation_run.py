@@ -23,7 +23,8 @@ def _with_connection(params, variable, function, *args):
 def run_validation(source, target, directory, checks=None, workers=4, sample_limit=20, sequences_exact=True,
                    include_schemas=(), exclude_schemas=(), password_hash_columns=(), encrypted_columns=(),
                    performance_queries=(), query_limit_seconds=5.0, query_slower_factor=2.0, required_indexes=(),
-                   added_extensions=(), database_settings_carried=True):
+                   added_extensions=(), database_settings_carried=True,
+                   database_settings_skipped=("default_transaction_read_only",)):
     """Return (result, report paths, one-line message naming every failing check and table)."""
     started = time.monotonic()
     for params, variable in ((source, "migration_source"), (target, "migration_target")):
@@ -31,7 +32,8 @@ def run_validation(source, target, directory, checks=None, workers=4, sample_lim
     result = Validator(source, target, workers=workers, sample_limit=sample_limit,
                        include_schemas=include_schemas, exclude_schemas=exclude_schemas,
                        sequences_exact=sequences_exact, checks=checks, added_extensions=added_extensions,
-                       database_settings_carried=database_settings_carried).run()
+                       database_settings_carried=database_settings_carried,
+                       database_settings_skipped=database_settings_skipped).run()
     if password_hash_columns:
         result["checks"].append(_with_connection(target, "migration_target", app_checks.check_password_hashes,
                                                  list(password_hash_columns)))
