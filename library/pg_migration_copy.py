@@ -45,11 +45,11 @@ options:
     default: true
   database_settings_skipped:
     description:
-      - Names of database settings never carried (a warning names each one the source has). The default,
-        C(default_transaction_read_only), is what the maintenance window sets on the source for the migration.
+      - Names of database settings never carried (a warning names each one the source has), such as
+        C(default_transaction_read_only) when the run's maintenance window sets it on the source.
     type: list
     elements: str
-    default: [default_transaction_read_only]
+    default: []
 author: pgmigrate maintainers
 """
 
@@ -111,8 +111,7 @@ def main():
             "stop_when_process_exits": {"type": "int"},
             "run_lock_wait_seconds": {"type": "int", "default": 120},
             "database_settings": {"type": "bool", "default": True},
-            "database_settings_skipped": {"type": "list", "elements": "str",
-                                          "default": ["default_transaction_read_only"]},
+            "database_settings_skipped": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )

@@ -30,7 +30,7 @@ options:
   required_indexes: {description: "Indexes that must exist and be valid: list of {name, table}.", type: list, elements: dict, default: []}
   added_extensions: {description: "Extensions the run creates on purpose: reported as added when the source lacks them, not as differences.", type: list, elements: str, default: []}
   database_settings_carried: {description: "False when the copy left the database's settings (ALTER DATABASE/ROLE ... SET): one missing in the target is then a warning, not a difference.", type: bool, default: true}
-  database_settings_skipped: {description: "Settings the copy never carries (migration_database_settings_skipped): a difference in one is a warning.", type: list, elements: str, default: [default_transaction_read_only]}
+  database_settings_skipped: {description: "Settings the copy never carries (migration_database_settings_skipped): a difference in one is a warning.", type: list, elements: str, default: []}
   artifacts_dir: {description: Where the reports are written., type: path, required: true}
   fail_on_difference: {description: Fail the task when a check fails., type: bool, default: true}
 author: pgmigrate maintainers
@@ -87,8 +87,7 @@ def main():
             "required_indexes": {"type": "list", "elements": "dict", "default": []},
             "added_extensions": {"type": "list", "elements": "str", "default": []},
             "database_settings_carried": {"type": "bool", "default": True},
-            "database_settings_skipped": {"type": "list", "elements": "str",
-                                          "default": ["default_transaction_read_only"]},
+            "database_settings_skipped": {"type": "list", "elements": "str", "default": []},
             "artifacts_dir": {"type": "path", "required": True},
             "fail_on_difference": {"type": "bool", "default": True},
         },

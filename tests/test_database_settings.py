@@ -1,11 +1,14 @@
 """Database-level settings (ALTER DATABASE ... SET, ALTER ROLE ... IN DATABASE ... SET) are carried to
 the target and validated by name; migration_copy_database_settings=false leaves them."""
 
+import json
 import os
+import subprocess
 
 import pytest
+import yaml
 
-from conftest import connect, execute, query
+from conftest import PROJECT_DIR, connect, execute, query
 from pgmigrate import copier, preflight
 from pgmigrate.catalog import STATE_SCHEMA
 from pgmigrate.database_settings import read_settings
@@ -123,8 +126,7 @@ def test_list_values_quoted_names_and_custom_settings_are_carried_exactly(db_pai
             f"""ALTER DATABASE "{src['dbname']}" SET default_transaction_read_only TO on""")
     expected = settings_of(src)
     assert len(expected) == 4
-    # (default_transaction_read_only is skipped by default: the run is told to carry it here)
-    summary = migrate(src, dst, tmp_path, database_settings_skipped=[])
+    summary = migrate(src, dst, tmp_path)
     assert summary["status"] == "complete", "a read-only default must not stop the copy's own last steps"
     assert settings_of(dst) == expected
     assert settings_check(src, dst)["status"] == "pass"
@@ -156,7 +158,7 @@ def test_the_maintenance_windows_read_only_setting_is_not_carried_and_the_target
     src, dst, both, _source_only = settings_pair
     execute(src, f'''ALTER ROLE "{both}" IN DATABASE "{src['dbname']}" SET default_transaction_read_only TO on''',
             f'''ALTER DATABASE "{src['dbname']}" SET default_transaction_read_only TO on''')
-    summary = migrate(src, dst, tmp_path)
+    summary = migrate(src, dst, tmp_path, database_settings_skipped=["default_transaction_read_only"])
     assert summary["status"] == "complete"
     carried = settings_of(dst)
     assert (both, "default_transaction_read_only") not in carried and (None, "default_transaction_read_only") \
@@ -165,11 +167,32 @@ def test_the_maintenance_windows_read_only_setting_is_not_carried_and_the_target
     assert any("default_transaction_read_only" in w and "migration_database_settings_skipped" in w
                for w in summary["warnings"]), summary["warnings"]
     execute(dst, 'INSERT INTO """abc""".state VALUES (3, \'written after the migration\')')
-    check = settings_check(src, dst)
+    checks = Validator(src, dst, workers=2, checks=["schema"],
+                       database_settings_skipped=["default_transaction_read_only"]).run()["checks"]
+    check = next(c for c in checks if c["name"] == "database_settings")
     assert check["status"] == "warn", check  # not a failure: the run is not rolled back for it
     assert [i["status"] for i in check["items"] if i["setting"] == "default_transaction_read_only"] == ["warn"] * 2
 
     # Listed as not skipped, the setting is carried like any other.
     execute(dst, 'DROP SCHEMA """abc""" CASCADE', f"DROP SCHEMA IF EXISTS {STATE_SCHEMA} CASCADE")
-    summary = migrate(src, dst, tmp_path, overwrite=True, database_settings_skipped=[])
+    summary = migrate(src, dst, tmp_path, overwrite=True)
     assert settings_of(dst)[(None, "default_transaction_read_only")] == "on"
+
+
+@pytest.mark.parametrize("app_servers, expected", [({}, []), ({"app1": {"ansible_connection": "local"}},
+                                                               ["default_transaction_read_only"])])
+def test_the_read_only_default_is_skipped_only_when_the_run_has_a_maintenance_window(tmp_path, app_servers,
+                                                                                      expected):
+    """group_vars/all/migration.yml: with hosts in cdp_app_servers (maintenance mode makes the source
+    read-only for the run), default_transaction_read_only is not carried; with none it is, as it is."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"migration": {"children": {
+        "migration_controller": {"hosts": {"localhost": {"ansible_connection": "local"}}},
+        "cdp_app_servers": {"hosts": app_servers}}}}))
+    done = subprocess.run([str(PROJECT_DIR / ".venv" / "bin" / "ansible"), "localhost", "-i", str(inventory),
+                           "--playbook-dir", str(PROJECT_DIR), "-m", "ansible.builtin.debug",
+                           "-a", "var=migration_database_settings_skipped"],
+                          cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    value = json.loads(done.stdout.split("=>", 1)[1])["migration_database_settings_skipped"]
+    assert value == expected

@@ -6,9 +6,9 @@ breaks without them. The copy reads the source database's settings (those of eve
 checks before anything changes that the target login may set them, and applies them to the target
 database at the very end (in the transaction that drops the run's state), so that a setting such as
 default_transaction_read_only never affects the copy's own sessions. Settings of roles the target
-does not have are skipped with a warning, and so are the settings named in `skipped` (SKIPPED_BY_DEFAULT:
-default_transaction_read_only, which the maintenance window sets on the source for the migration and would
-leave the new database refusing every write).
+does not have are skipped with a warning, and so are the settings named in `skipped` (the playbooks name
+default_transaction_read_only there when the run's maintenance window sets it on the source: carried, it
+would leave the new database refusing every write).
 """
 
 from psycopg2 import errors as pg_errors
@@ -28,10 +28,6 @@ CROSS JOIN LATERAL unnest(s.setconfig) WITH ORDINALITY AS c(entry, position)
 WHERE s.setrole = 0 OR r.oid IS NOT NULL
 ORDER BY 1 NULLS FIRST, c.position
 """
-
-
-# Never carried unless the run's list says otherwise (migration_database_settings_skipped).
-SKIPPED_BY_DEFAULT = ("default_transaction_read_only",)
 
 
 class SettingsError(Exception):
@@ -113,7 +109,7 @@ def is_skipped(setting, skipped):
     return setting["name"].lower() in {name.lower() for name in skipped}
 
 
-def plan(source_settings, target_conn, skipped=SKIPPED_BY_DEFAULT):
+def plan(source_settings, target_conn, skipped=()):
     """(settings to apply, warnings): the source's settings whose role exists in the target, but those
     named in skipped."""
     roles = existing_roles(target_conn, {s["role"] for s in source_settings if s["role"]})

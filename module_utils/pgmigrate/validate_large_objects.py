@@ -146,7 +146,7 @@ def _settings(pool):
     return {(s["role"], s["name"]): s["value"] for s in settings}, roles
 
 
-def check_database_settings(src_pool, dst_pool, carried=True, skipped=database_settings.SKIPPED_BY_DEFAULT):
+def check_database_settings(src_pool, dst_pool, carried=True, skipped=()):
     """The check, or None when neither database has a setting. carried=False: the copy left the settings
     on purpose, so one missing in the target is a warning; so is any difference in a setting the copy never
     carries (skipped)."""
@@ -200,6 +200,5 @@ def checks_for(validator):
     if enabled & {"schema", "database_settings"}:
         checks.append(check_database_settings(validator.src_pool, validator.dst_pool,
                                               getattr(validator, "database_settings_carried", True),
-                                              getattr(validator, "database_settings_skipped",
-                                                      database_settings.SKIPPED_BY_DEFAULT)))
+                                              getattr(validator, "database_settings_skipped", ())))
     return [check for check in checks if check is not None]

@@ -24,7 +24,7 @@ def run_validation(source, target, directory, checks=None, workers=4, sample_lim
                    include_schemas=(), exclude_schemas=(), password_hash_columns=(), encrypted_columns=(),
                    performance_queries=(), query_limit_seconds=5.0, query_slower_factor=2.0, required_indexes=(),
                    added_extensions=(), database_settings_carried=True,
-                   database_settings_skipped=("default_transaction_read_only",)):
+                   database_settings_skipped=()):
     """Return (result, report paths, one-line message naming every failing check and table)."""
     started = time.monotonic()
     for params, variable in ((source, "migration_source"), (target, "migration_target")):
