@@ -25,7 +25,7 @@ pytestmark = pytest.mark.faults
 SKIP = ("--skip-tags", "backup,validate")
 # About 15 MB of CDP data: enough for a COPY to be caught in flight and to overflow the 6 MB disk.
 FAULT_CDP_SCALE = 0.15
-RESTART_CDP_SCALE = 0.6
+RESTART_CDP_SCALE = 2  # about 200 MB: tables large enough to stream (not copied in-process)
 
 def wait_for_streaming(progress_file, timeout=180):
     deadline = time.time() + timeout

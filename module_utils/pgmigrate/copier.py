@@ -24,7 +24,7 @@ from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
 from . import catalog as catalog_module
-from . import database_settings, large_objects, planner, preflight, schema, state
+from . import database_settings, large_objects, planner, preflight, schema, source_sessions, state
 from .connection import connect, describe, friendly_connect_error, libpq_environment
 from .progress import Progress
 
@@ -65,6 +65,7 @@ DEFAULTS = {
     "stop_when_process_exits": None,
     "run_lock_wait_seconds": 120,
     "database_settings": True,
+    "database_settings_skipped": [],
 }
 
 # Advisory lock key on the target: one migration run at a time per target database.
@@ -87,6 +88,73 @@ def _quote_columns(columns):
     return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
 
 
+class _InProcessTransfer:
+    """A small table through the worker's source session (source_sessions.copy_through_spool)."""
+
+    def __init__(self, engine, worker, table_name, table, fmt):
+        self.engine, self.worker, self.table_name, self.table, self.fmt = engine, worker, table_name, table, fmt
+        self.streamed = 0
+
+    def run(self, target_cur, copy_in_sql):
+        if self.engine.abort.is_set():
+            raise MigrationError("aborted")
+        session = self.engine.source_sessions.get(self.worker)
+        self.streamed = source_sessions.copy_through_spool(
+            session, self.engine._copy_out_sql(self.table, None, self.fmt), target_cur, copy_in_sql)
+        self.engine.progress.add_bytes(self.table_name, self.streamed)
+        return self.streamed
+
+    def failed(self):
+        self.engine.source_sessions.discard(self.worker)
+
+    def close(self):
+        pass
+
+
+class _StreamingTransfer:
+    """A table (or a part of one) streamed from a psql process on the source into the target's COPY."""
+
+    def __init__(self, engine, worker, table_plan, table, part, fmt):
+        self.engine, self.table_plan, self.table = engine, table_plan, table
+        self.streamed = 0
+        env = libpq_environment(engine.source, f"pgmigrate worker {worker}")
+        if fmt == "text":
+            env["PGCLIENTENCODING"] = "UTF8"
+        self.proc = subprocess.Popen(engine._source_command(table, part, fmt), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env, bufsize=0)
+        try:
+            fcntl.fcntl(self.proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
+
+    def read(self, size=-1):
+        if self.engine.abort.is_set():
+            raise MigrationError("aborted")
+        data = os.read(self.proc.stdout.fileno(), CHUNK_SIZE if size is None or size < 0 else size)
+        self.streamed += len(data)
+        self.engine.progress.add_bytes(self.table_plan["table"], len(data))
+        return data
+
+    readline = read
+
+    def run(self, target_cur, copy_in_sql):
+        target_cur.copy_expert(copy_in_sql, self, size=CHUNK_SIZE)
+        if self.proc.wait() != 0:
+            message = self.proc.stderr.read().decode(errors="replace").strip()
+            raise SourceStreamError(f"reading {self.table['qualname']} from the source failed: {message}")
+        return self.streamed
+
+    def failed(self):
+        pass
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
 class Engine:
     def __init__(self, source, target, **options):
         unknown = set(options) - set(DEFAULTS)
@@ -100,6 +168,7 @@ class Engine:
         self.run_dir = None
         self.progress = None
         self.snapshot_conn = None
+        self.source_sessions = None
         self.snapshot_id = None
         self.catalog = None
         self.plan = None
@@ -367,8 +436,11 @@ class Engine:
             if not self.options["source_frozen"]:
                 cur.execute("SELECT pg_export_snapshot()")
                 self.snapshot_id = cur.fetchone()[0]
+        self.source_sessions = source_sessions.SourceSessions(self.source, self.snapshot_id)
 
     def _close_snapshot(self):
+        if self.source_sessions is not None:
+            self.source_sessions.close_all()
         if self.snapshot_conn is not None and not self.snapshot_conn.closed:
             try:
                 self.snapshot_conn.rollback()
@@ -406,7 +478,8 @@ class Engine:
         if not self.options["database_settings"]:
             return
         source_settings = database_settings.read_settings(self.snapshot_conn)
-        self.settings_to_apply, warnings = database_settings.plan(source_settings, target_conn)
+        self.settings_to_apply, warnings = database_settings.plan(source_settings, target_conn,
+                                                                 self.options["database_settings_skipped"])
         self.warnings.extend(warnings)
         problems = database_settings.rights_problems(target_conn, self.settings_to_apply)
         target_conn.rollback()
@@ -629,58 +702,40 @@ class Engine:
         conn.close()
 
     # ------------------------------------------------------------------ data -----------------
-    def _source_command(self, table, part, fmt):
-        columns = table["copy_columns"]
+    def _copy_out_sql(self, table, part, fmt):
+        """COPY TO STDOUT of a whole table (part None or without pages) or of a page range."""
+        column_sql = ", ".join(psycopg2.extensions.quote_ident(c, self.snapshot_conn) for c in table["copy_columns"])
         qual = table["qualname"]
-        column_sql = ", ".join(psycopg2.extensions.quote_ident(c, self.snapshot_conn) for c in columns)
-        if part["start_page"] is None:
-            query = f"COPY (SELECT {column_sql} FROM ONLY {qual}) TO STDOUT (FORMAT {fmt})"
-        else:
-            where = f"ctid >= '({part['start_page']},0)'::tid"
-            if part["end_page"] is not None:
-                where += f" AND ctid < '({part['end_page']},0)'::tid"
-            query = f"COPY (SELECT {column_sql} FROM ONLY {qual} WHERE {where}) TO STDOUT (FORMAT {fmt})"
+        if part is None or part["start_page"] is None:
+            return f"COPY (SELECT {column_sql} FROM ONLY {qual}) TO STDOUT (FORMAT {fmt})"
+        where = f"ctid >= '({part['start_page']},0)'::tid"
+        if part["end_page"] is not None:
+            where += f" AND ctid < '({part['end_page']},0)'::tid"
+        return f"COPY (SELECT {column_sql} FROM ONLY {qual} WHERE {where}) TO STDOUT (FORMAT {fmt})"
+
+    def _source_command(self, table, part, fmt):
         commands = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
         if self.snapshot_id:
             commands.append(f"SET TRANSACTION SNAPSHOT '{self.snapshot_id}'")
-        commands += ["SET row_security = off", "SET datestyle = ISO, YMD", "SET intervalstyle = postgres",
-                     "SET extra_float_digits = 3", query, "COMMIT"]
+        commands += [*source_sessions.SESSION_SETTINGS[:4], self._copy_out_sql(table, part, fmt), "COMMIT"]
         args = [schema.find_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
         for command in commands:
             args += ["-c", command]
         return args
 
-    def _copy_part(self, worker, target_conn, table_plan, part):
+    def _copy_part(self, worker, target_conn, table_plan, part, then=None):
+        """One part (a whole table, or a page range of a split one) in one target transaction, recorded done
+        in it. A small whole table goes through the worker's own source session (source_sessions), a larger
+        one streams from a psql process. then(cur, worker), when given, does more in the same transaction
+        (a small table's indexes, keys and ANALYZE) and returns the steps it recorded done."""
         table = self._table(table_plan["table"])
         fmt = "binary" if (table["binary_copy"] and self.binary_ok) else "text"
         whole = part["start_page"] is None
-        freeze = whole and self.options["schema_mode"] == "copy"
-        env = libpq_environment(self.source, f"pgmigrate worker {worker}")
-        if fmt == "text":
-            env["PGCLIENTENCODING"] = "UTF8"
+        in_process = whole and table_plan["bytes"] <= source_sessions.IN_PROCESS_MAX_BYTES
         t0 = time.monotonic()
-        streamed = 0
-        source_proc = subprocess.Popen(self._source_command(table, part, fmt), stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, env=env, bufsize=0)
+        transfer = _InProcessTransfer(self, worker, table_plan["table"], table, fmt) if in_process else \
+            _StreamingTransfer(self, worker, table_plan, table, part, fmt)
         try:
-            try:
-                fcntl.fcntl(source_proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                pass
-            engine = self
-
-            class Reader:
-                def read(self, size=-1):
-                    nonlocal streamed
-                    if engine.abort.is_set():
-                        raise MigrationError("aborted")
-                    data = os.read(source_proc.stdout.fileno(), CHUNK_SIZE if size is None or size < 0 else size)
-                    streamed += len(data)
-                    engine.progress.add_bytes(table_plan["table"], len(data))
-                    return data
-
-                readline = read
-
             with target_conn.cursor() as cur:
                 cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.options["lock_timeout"])))
                 cur.execute("SET LOCAL synchronous_commit = off")
@@ -695,17 +750,14 @@ class Engine:
                     cur.execute("SET LOCAL client_encoding = 'UTF8'")
                     cur.execute("SET LOCAL datestyle = ISO, YMD")
                     cur.execute("SET LOCAL intervalstyle = postgres")
+                freeze = whole and self.options["schema_mode"] == "copy"
                 options = f"FORMAT {fmt}" + (", FREEZE" if freeze else "")
                 column_list = (sql.SQL(" ({})").format(_quote_columns(table["copy_columns"]))
                                if table["copy_columns"] else sql.SQL(""))
                 copy_sql = sql.SQL("COPY {}{} FROM STDIN ({})").format(
                     sql.SQL(table["qualname"]), column_list, sql.SQL(options))
-                cur.copy_expert(copy_sql.as_string(target_conn), Reader(), size=CHUNK_SIZE)
+                streamed = transfer.run(cur, copy_sql.as_string(target_conn))
                 rows = cur.rowcount
-                source_rc = source_proc.wait()
-                if source_rc != 0:
-                    message = source_proc.stderr.read().decode(errors="replace").strip()
-                    raise SourceStreamError(f"reading {table['qualname']} from the source failed: {message}")
                 self._restore_triggers_locally(cur, table, disabled_triggers)
                 if self.options["schema_mode"] == "existing" and forced_rls:
                     cur.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(sql.SQL(table["qualname"])))
@@ -714,22 +766,21 @@ class Engine:
                         sql.SQL(table["qualname"]), sql.Identifier(name), sql.SQL(definition)))
                 seconds = round(time.monotonic() - t0, 3)
                 state.mark_done(cur, self.run_id, f"data:{part['id']}", rows, streamed, seconds, worker)
+                bundled = then(cur, worker) if then else []
             target_conn.commit()
-            return {"rows": rows, "bytes": streamed, "seconds": seconds, "worker": worker, "format": fmt}
+            return {"rows": rows, "bytes": streamed, "seconds": seconds, "worker": worker, "format": fmt,
+                    "bundled": bundled}
         except BaseException:
             try:
                 target_conn.rollback()
             except psycopg2.Error:
                 pass
+            transfer.failed()
             if self.progress:
-                self.progress.part_failed(table_plan["table"], streamed)
+                self.progress.part_failed(table_plan["table"], transfer.streamed)
             raise
         finally:
-            if source_proc.poll() is None:
-                source_proc.kill()
-            source_proc.wait()
-            source_proc.stdout.close()
-            source_proc.stderr.close()
+            transfer.close()
 
     def _disable_triggers_locally(self, cur, table):
         """Existing schema: copied rows must not fire the target's triggers. session_replication_role
@@ -863,7 +914,11 @@ class Engine:
             raise MigrationError("the run was aborted")
 
     def _session_settings(self, conn):
+        """The workers' target sessions. Their commits need not wait for the WAL flush: each one records
+        its work in the state schema in the same transaction, so a server crash loses both together and the
+        resumed run redoes them; the run's last commit (_finish_in_target) waits and flushes them all."""
         with conn.cursor() as cur:
+            cur.execute("SET synchronous_commit = off")
             cur.execute(sql.SQL("SET maintenance_work_mem = {}").format(
                 sql.Literal(self.options["maintenance_work_mem"])))
             cur.execute("SET row_security = off")
@@ -936,9 +991,13 @@ class Engine:
                 else:
                     todo.append(part)
             remaining_parts[table_plan["table"]] = len(todo)
+            small = copy_mode and len(table_plan["parts"]) == 1 and \
+                table_plan["bytes"] <= source_sessions.IN_PROCESS_MAX_BYTES
+            bundle = self._small_table_bundle(table_plan["table"], entries_by_table.get(table_plan["table"], [])) \
+                if small else None
             for part in todo:
                 jobs.append((self._data_priority(table_plan), f"data:{part['id']}",
-                             self._data_job(table_plan, part)))
+                             self._data_job(table_plan, part, bundle)))
 
         def index_jobs(table_name):
             return [(0, f"post:{e['key']}", self._post_data_job(e))
@@ -1017,13 +1076,44 @@ class Engine:
         # Largest first; in existing mode the level comes first (handled by running level by level).
         return 1 + 1.0 / (1 + table_plan["bytes"] / max(1, len(table_plan["parts"])))
 
-    def _data_job(self, table_plan, part):
+    def _data_job(self, table_plan, part, bundle=None):
         def run(worker, conn):
             self.progress.part_started(table_plan["table"])
-            result = self._copy_part(worker, conn, table_plan, part)
+            result = self._copy_part(worker, conn, table_plan, part, then=bundle)
             result["table"] = table_plan["table"]
+            bundled = result.pop("bundled")
+            for step in bundled:
+                self.done[step] = {}
+                if step.startswith("post:"):
+                    self.progress.job_done(step[5:])
+            attached = sum(1 for step in bundled if step.startswith("attach:"))
+            if attached:
+                self._event(f"attached {attached} key(s) of {table_plan['table']} to their indexes")
             return result
         return run
+
+    def _small_table_bundle(self, table_name, entries):
+        """A small table's indexes and constraints (entries), the keys attached to them and its ANALYZE, in
+        the transaction that copied it: one job and one commit per table instead of four (per-table cost
+        is what a database of thousands of small tables pays for)."""
+        def then(cur, worker):
+            steps = []
+            if entries:
+                self._post_data_settings(cur)
+            for entry in entries:
+                if f"post:{entry['key']}" not in self.done:
+                    cur.execute(entry["sql"])
+                    steps.append(f"post:{entry['key']}")
+            for entry in entries:
+                if entry.get("attach_sql") and f"attach:{entry['key']}" not in self.done:
+                    cur.execute(entry["attach_sql"])
+                    steps.append(f"attach:{entry['key']}")
+            if self.options["analyze"] and f"analyze:{table_name}" not in self.done:
+                cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(table_name)))
+                steps.append(f"analyze:{table_name}")
+            state.mark_many_done(cur, self.run_id, [(step, None, None) for step in steps], worker=worker)
+            return steps
+        return then
 
     # ------------------------------------------------------------------ post-data ------------
     def _phase_post_data(self):

@@ -1,0 +1,78 @@
+"""The workers' own source sessions, for the tables small enough to copy in-process.
+
+A table of a few kilobytes costs far more to start (a psql process, a connection, its authentication, the
+snapshot import) than to copy. So each worker keeps one source session open in the run's snapshot and
+copies small tables through it: COPY TO STDOUT into a spool (memory up to SPOOL_MEMORY_BYTES, then a
+temporary file, so a table larger than planned never fills the memory), then COPY FROM the spool into
+the target. Large tables keep the streaming path (psql piped into the target), which overlaps reading and
+writing.
+"""
+
+import tempfile
+import threading
+
+from .connection import connect
+
+# Whole tables up to this size (pg_table_size at planning) are copied in-process.
+IN_PROCESS_MAX_BYTES = 8 << 20
+SPOOL_MEMORY_BYTES = 16 << 20
+CHUNK_SIZE = 1 << 20
+
+# The session settings of the streaming path (copier._source_command), so both give the same bytes.
+SESSION_SETTINGS = ("SET row_security = off", "SET datestyle = ISO, YMD", "SET intervalstyle = postgres",
+                    "SET extra_float_digits = 3", "SET client_encoding = 'UTF8'")
+
+
+class SourceSessions:
+    """One source connection per worker, each in one read-only transaction that imported the snapshot
+    (or, with no snapshot, in a transaction of its own). A session that fails is dropped; the next use
+    opens a new one."""
+
+    def __init__(self, source, snapshot_id):
+        self.source, self.snapshot_id = source, snapshot_id
+        self.sessions = {}
+        self.lock = threading.Lock()
+
+    def get(self, worker):
+        with self.lock:
+            conn = self.sessions.get(worker)
+        if conn is not None and not conn.closed:
+            return conn
+        conn = connect(self.source, application_name=f"pgmigrate worker {worker}")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                if self.snapshot_id:
+                    cur.execute("SET TRANSACTION SNAPSHOT %s", (self.snapshot_id,))
+                for statement in SESSION_SETTINGS:
+                    cur.execute(statement.replace("SET ", "SET LOCAL ", 1))
+        except BaseException:
+            conn.close()
+            raise
+        with self.lock:
+            self.sessions[worker] = conn
+        return conn
+
+    def discard(self, worker):
+        with self.lock:
+            conn = self.sessions.pop(worker, None)
+        if conn is not None and not conn.closed:
+            conn.close()
+
+    def close_all(self):
+        with self.lock:
+            sessions, self.sessions = self.sessions, {}
+        for conn in sessions.values():
+            if not conn.closed:
+                conn.close()
+
+
+def copy_through_spool(source_conn, copy_out_sql, target_cur, copy_in_sql):
+    """COPY the query's rows out of the source session and into the target; returns the bytes moved."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES, prefix="pgmigrate-copy-") as spool:
+        with source_conn.cursor() as cur:
+            cur.copy_expert(copy_out_sql, spool, size=CHUNK_SIZE)
+        streamed = spool.tell()
+        spool.seek(0)
+        target_cur.copy_expert(copy_in_sql, spool, size=CHUNK_SIZE)
+        return streamed
