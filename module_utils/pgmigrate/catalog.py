@@ -92,24 +92,26 @@ ORDER BY child, con.conname
 # Every sequence with the columns it feeds: through a column default (nextval), an identity
 # column, or OWNED BY. A sequence may feed several tables, in other schemas than its own.
 SEQUENCES_QUERY = """
+WITH feeds AS MATERIALIZED (
+    SELECT d.refobjid AS seq, ad.adrelid AS rel, ad.adnum AS attnum        -- a default calls nextval()
+    FROM pg_depend d JOIN pg_attrdef ad ON ad.oid = d.objid
+    WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass
+    UNION
+    SELECT d.objid, d.refobjid, d.refobjsubid                             -- identity column or OWNED BY
+    FROM pg_depend d
+    WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+      AND d.refobjsubid > 0
+), feed_lists AS (
+    SELECT f.seq, json_agg(DISTINCT jsonb_build_object(
+               'table', format('%%I.%%I', tn.nspname, tc.relname), 'column', a.attname)) AS feeds
+    FROM feeds f JOIN pg_class tc ON tc.oid = f.rel JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+    JOIN pg_attribute a ON a.attrelid = f.rel AND a.attnum = f.attnum
+    GROUP BY f.seq
+)
 SELECT s.oid, format('%%I.%%I', n.nspname, s.relname) AS qualname, n.nspname, s.relname,
-       sq.seqincrement, sq.seqmin, sq.seqmax,
-       COALESCE((
-         SELECT json_agg(DISTINCT jsonb_build_object(
-                  'table', format('%%I.%%I', tn.nspname, tc.relname), 'column', a.attname))
-         FROM pg_depend d
-         LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
-         JOIN pg_class tc ON tc.oid = COALESCE(ad.adrelid, CASE WHEN d.classid = 'pg_class'::regclass
-                                                               THEN d.refobjid END)
-         JOIN pg_namespace tn ON tn.oid = tc.relnamespace
-         JOIN pg_attribute a ON a.attrelid = tc.oid
-              AND a.attnum = COALESCE(ad.adnum, CASE WHEN d.classid = 'pg_class'::regclass
-                                                    THEN d.refobjsubid END)
-         WHERE (d.classid = 'pg_attrdef'::regclass AND d.refobjid = s.oid)
-            OR (d.classid = 'pg_class'::regclass AND d.objid = s.oid AND d.deptype IN ('a', 'i')
-                AND d.refobjsubid > 0)
-       ), '[]'::json) AS feeds
+       sq.seqincrement, sq.seqmin, sq.seqmax, COALESCE(fl.feeds, '[]'::json) AS feeds
 FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace JOIN pg_sequence sq ON sq.seqrelid = s.oid
+LEFT JOIN feed_lists fl ON fl.seq = s.oid
 WHERE s.relkind = 'S' AND n.nspname NOT IN %(excluded)s
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = s.oid
                   AND d.deptype = 'e')
@@ -176,6 +178,23 @@ def _binary_copy_safe(columns):
         if column["typtype"] == "d" and column["typbasetype"] >= FIRST_NORMAL_OID:
             return False
     return True
+
+
+# Sequences whose state is read in one statement (one round trip per sequence was most of the time of a
+# catalog of thousands of them).
+SEQUENCE_STATE_BATCH = 500
+
+
+def read_sequence_states(cur, sequences):
+    """Set each sequence's last_value and is_called, from a UNION ALL of SEQUENCE_STATE_BATCH at a time."""
+    for start in range(0, len(sequences), SEQUENCE_STATE_BATCH):
+        batch = sequences[start:start + SEQUENCE_STATE_BATCH]
+        cur.execute(sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}, last_value, is_called FROM {}").format(
+                sql.Literal(i), sql.Identifier(sequence["schema"], sequence["name"]))
+            for i, sequence in enumerate(batch)))
+        for i, last_value, is_called in cur.fetchall():
+            batch[i]["last_value"], batch[i]["is_called"] = last_value, is_called
 
 
 def read_catalog(conn, exclude_schemas=(), include_schemas=()):
@@ -255,10 +274,7 @@ def read_catalog(conn, exclude_schemas=(), include_schemas=()):
                 "qualname": qualname, "schema": schema, "name": name, "increment": increment,
                 "min": minimum, "max": maximum, "feeds": sorted(feeds, key=lambda f: (f["table"], f["column"])),
             })
-        for sequence in sequences:
-            cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
-                sql.Identifier(sequence["schema"], sequence["name"])))
-            sequence["last_value"], sequence["is_called"] = cur.fetchone()
+        read_sequence_states(cur, sequences)
 
         cur.execute(EXTENSIONS_QUERY)
         extensions = [{"name": n, "version": v, "schema": s} for n, v, s in cur.fetchall()]

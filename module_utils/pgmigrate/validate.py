@@ -46,21 +46,28 @@ SESSION_SETTINGS = (
 # How long a read waits for the lock that lifts FORCE ROW LEVEL SECURITY inside its own transaction.
 LIFT_LOCK_TIMEOUT = "60s"
 
+# The columns of several tables at once (the tables' names in order as a text[]; ordinality i from 1).
 TYPES_QUERY = """
-SELECT a.attname, t.typname, n.nspname, t.typtype, t.typcategory,
+SELECT q.i, a.attname, t.typname, n.nspname, t.typtype, t.typcategory,
        et.typname AS elem_typname, en.nspname AS elem_nspname,
        bt.typname AS base_typname, bn.nspname AS base_nspname,
        a.attcollation <> 0 AS collatable, format('%%I.%%I', pn.nspname, p.proname) AS output_function
-FROM pg_attribute a
+FROM unnest(%s::text[]) WITH ORDINALITY AS q(name, i)
+JOIN pg_attribute a ON a.attrelid = q.name::regclass
 JOIN pg_type t ON t.oid = a.atttypid JOIN pg_namespace n ON n.oid = t.typnamespace
 JOIN pg_proc p ON p.oid = t.typoutput JOIN pg_namespace pn ON pn.oid = p.pronamespace
 LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
 LEFT JOIN pg_namespace en ON en.oid = et.typnamespace
 LEFT JOIN pg_type bt ON bt.oid = t.typbasetype AND t.typtype = 'd'
 LEFT JOIN pg_namespace bn ON bn.oid = bt.typnamespace
-WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
+WHERE a.attnum > 0 AND NOT a.attisdropped
+ORDER BY q.i, a.attnum
 """
+# Tables up to this size are digested together, up to DIGEST_BATCH_TABLES (and DIGEST_BATCH_BYTES) in one
+# statement: on thousands of small tables the round trips, not the scans, were the cost.
+DIGEST_SMALL_TABLE_BYTES = 1 << 20
+DIGEST_BATCH_TABLES = 100
+DIGEST_BATCH_BYTES = 8 << 20
 
 Column = namedtuple("Column", "name typname nsp typtype category elem elem_nsp base base_nsp collatable output")
 
@@ -298,7 +305,8 @@ def _quote(name):
 
 class Validator:
     def __init__(self, source, target, workers=4, sample_limit=20, exclude_schemas=(), include_schemas=(),
-                 sequences_exact=True, checks=None, added_extensions=(), database_settings_carried=True):
+                 sequences_exact=True, checks=None, added_extensions=(), database_settings_carried=True,
+                 database_settings_skipped=()):
         self.source = source
         self.target = target
         self.workers = max(1, int(workers))
@@ -312,6 +320,8 @@ class Validator:
         # False when the copy left the database's settings (migration_copy_database_settings=false):
         # a setting missing in the target is then reported as not carried, not as a difference.
         self.database_settings_carried = bool(database_settings_carried)
+        # Settings the copy never carries (migration_database_settings_skipped): a difference is a warning.
+        self.database_settings_skipped = tuple(database_settings_skipped)
         self.src_pool = ConnectionPool(source, "pgmigrate validate", "source")
         self.dst_pool = ConnectionPool(target, "pgmigrate validate", "target")
 
@@ -379,20 +389,62 @@ class Validator:
     def _digest(self, pool, table):
         """Count and digest of a table in one scan, grouped by key bucket so that a mismatch can be
         pinpointed without hashing the table again."""
-        with pool.reading(f"digesting {table['qualname']}", (table["qualname"],)) as conn, conn.cursor() as cur:
-            cur.execute(TYPES_QUERY, (table["qualname"],))
-            columns = cur.fetchall()
-            key = table_key(table)
-            row_hash = row_hash_expression(columns)
-            uuid_column = uuid_key_column(key, columns)
-            bucket = (_uuid_bucket_expression(uuid_column) if uuid_column
-                      else _bucket_expression(key, columns, row_hash))
-            t0 = time.monotonic()
-            cur.execute(sql.SQL("SELECT {} AS b, count(*), sum({}) FROM ONLY {} r GROUP BY 1").format(
-                bucket, row_hash, sql.SQL(table["qualname"])))
-            buckets = {b: (c, int(h)) for b, c, h in cur.fetchall()}
-        return {"rows": sum(c for c, _ in buckets.values()), "digest": str(sum(h for _, h in buckets.values())),
-                "buckets": buckets, "columns": columns, "key": key, "seconds": time.monotonic() - t0}
+        return self._digest_batch(pool, [table])[0]
+
+    def _digest_batch(self, pool, tables):
+        """_digest of several tables in one statement (UNION ALL of one grouped scan per table). A batch that
+        fails is digested again table by table, so the error names its table."""
+        names = [table["qualname"] for table in tables]
+        what = f"digesting {names[0]}" + (f" and {len(names) - 1} other table(s)" if len(names) > 1 else "")
+        try:
+            with pool.reading(what, names) as conn, conn.cursor() as cur:
+                cur.execute(TYPES_QUERY, (names,))
+                columns = {i: [] for i in range(1, len(names) + 1)}
+                for row in cur.fetchall():
+                    columns[row[0]].append(Column(*row[1:]))
+                plans, statements = [], []
+                for i, table in enumerate(tables, 1):
+                    key = table_key(table)
+                    row_hash = row_hash_expression(columns[i])
+                    uuid_column = uuid_key_column(key, columns[i])
+                    bucket = (_uuid_bucket_expression(uuid_column) if uuid_column
+                              else _bucket_expression(key, columns[i], row_hash))
+                    plans.append((columns[i], key))
+                    statements.append(sql.SQL("(SELECT {} AS t, {} AS b, count(*), sum({}) FROM ONLY {} r GROUP BY 2)")
+                                      .format(sql.Literal(i), bucket, row_hash, sql.SQL(table["qualname"])))
+                t0 = time.monotonic()
+                cur.execute(sql.SQL(" UNION ALL ").join(statements))
+                grouped = {i: {} for i in range(1, len(names) + 1)}
+                for i, b, c, h in cur.fetchall():
+                    grouped[i][b] = (c, int(h))
+                seconds = (time.monotonic() - t0) / len(tables)
+        except ValidationError:
+            if len(tables) == 1:
+                raise
+            return [result for table in tables for result in self._digest_batch(pool, [table])]
+        results = []
+        for i, (table_columns, key) in enumerate(plans, 1):
+            buckets = grouped[i]
+            results.append({"rows": sum(c for c, _ in buckets.values()),
+                            "digest": str(sum(h for _, h in buckets.values())), "buckets": buckets,
+                            "columns": table_columns, "key": key, "seconds": seconds})
+        return results
+
+    def _digest_batches(self):
+        """The common tables in the groups they are digested in: a large table alone, small ones together."""
+        batches, current, size = [], [], 0
+        for table in self.common_tables:
+            if table["table_bytes"] > DIGEST_SMALL_TABLE_BYTES:
+                batches.append([table])
+                continue
+            if current and (len(current) >= DIGEST_BATCH_TABLES or size + table["table_bytes"] > DIGEST_BATCH_BYTES):
+                batches.append(current)
+                current, size = [], 0
+            current.append(table)
+            size += table["table_bytes"]
+        if current:
+            batches.append(current)
+        return batches
 
     def check_rows(self):
         started = time.monotonic()
@@ -404,11 +456,10 @@ class Validator:
             counts["items"].append(item)
             content["items"].append(dict(item))
         with ThreadPoolExecutor(self.workers) as pool:
-            futures = []
-            for table in self.common_tables:
-                futures.append((table, pool.submit(self._digest, self.src_pool, table),
-                                pool.submit(self._digest, self.dst_pool, table)))
-            results = [(table, src.result(), dst.result()) for table, src, dst in futures]
+            futures = [(batch, pool.submit(self._digest_batch, self.src_pool, batch),
+                        pool.submit(self._digest_batch, self.dst_pool, batch)) for batch in self._digest_batches()]
+            results = [(table, src, dst) for batch, src_batch, dst_batch in futures
+                       for table, src, dst in zip(batch, src_batch.result(), dst_batch.result(), strict=True)]
         mismatched = []
         for table, src, dst in results:
             name = table["qualname"]
