@@ -310,13 +310,16 @@ class Benchmark:
                     cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.source_db)))
         finally:
             conn.close()
-        log(f"loading the CDP reference database at scale {self.args.scale:g} into {self.source_db} "
-            "(does nothing when that scale is loaded already)")
         started = time.monotonic()
-        subprocess.run([str(VENV_BIN / "python"), "-m", "cdp_reference.generate", "--host", self.source.host,
-                        "--port", str(self.source.port), "--user", self.source.user, "--dbname", self.source_db,
-                        "--password-file", str(self.source.password_file), "--scale", f"{self.args.scale:g}",
-                        "--drop"], cwd=PROJECT, check=True)
+        if self.args.source_sql:
+            self._load_source_sql()
+        else:
+            log(f"loading the CDP reference database at scale {self.args.scale:g} into {self.source_db} "
+                "(does nothing when that scale is loaded already)")
+            subprocess.run([str(VENV_BIN / "python"), "-m", "cdp_reference.generate", "--host", self.source.host,
+                            "--port", str(self.source.port), "--user", self.source.user, "--dbname", self.source_db,
+                            "--password-file", str(self.source.password_file), "--scale", f"{self.args.scale:g}",
+                            "--drop"], cwd=PROJECT, check=True)
         log(f"source ready in {time.monotonic() - started:.1f}s; VACUUM ANALYZE (hint bits, visibility map)")
         conn = self.source.connect(self.source_db)
         try:
@@ -327,6 +330,16 @@ class Benchmark:
             conn.close()
         self.source_catalog = self.catalog(self.source, self.source_db)
         self.source_fingerprint = self.fingerprint()
+
+    def _load_source_sql(self) -> None:
+        """--source-sql: the source database recreated from the file (psql, stopping at the first error)."""
+        log(f"recreating {self.source_db} from {self.args.source_sql}")
+        self._admin(self.source, [sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(self.source_db)), sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.source_db))])
+        subprocess.run([str(self.pg_bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.source.host,
+                        "-p", str(self.source.port), "-U", self.source.user, "-d", self.source_db,
+                        "-f", str(self.args.source_sql)], env=self.source.client_env(), check=True,
+                       stdout=subprocess.DEVNULL)
 
     def fingerprint(self) -> tuple:
         """What identifies the loaded source: the database's and tables' oids and files, and the
@@ -449,6 +462,9 @@ class Benchmark:
             "---\n# Written by benchmarks/clone_benchmark.py: the benchmark's databases.\n"
             "migration_source:\n" + connection(self.source, self.source_db)
             + "migration_target:\n" + connection(self.target, self.target_db), encoding="utf-8")
+        if not self.args.source_sql:
+            # The CDP reference database is the CDP: its inventories select the CDP's application profile.
+            (inventory / "group_vars" / "migration" / "profile.yml").write_text("---\nmigration_profile: cdp\n")
         artifacts = workdir / "artifacts"
         argv = [str(VENV_BIN / "ansible-playbook"), "migrate.yml", "-i", str(inventory),
                 "-e", "migration_target_overwrite=true", "-e", f"migration_workers={self.args.workers}",
@@ -718,6 +734,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--scale", type=float, default=10, help="CDP reference scale (1 is about 100 MB)")
+    parser.add_argument("--source-sql", type=pathlib.Path, default=None,
+                        help="load the source from this SQL file instead of the CDP reference (e.g. "
+                             "tests/corpus/many_tables.sql); no application profile is selected then")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every tool once, order rotated")
     parser.add_argument("--workers", type=int, default=4, help="pgmigrate's migration_workers")
     parser.add_argument("--tools", default=",".join(TOOLS),
@@ -749,6 +768,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.tools = [t for t in TOOLS if t in tools]
     if args.rounds < 1 or args.workers < 1 or args.scale <= 0:
         parser.error("--rounds and --workers must be >= 1 and --scale > 0")
+    if args.source_sql is not None and not args.source_sql.is_file():
+        parser.error(f"--source-sql {args.source_sql}: no such file (a SQL file psql can run, e.g. "
+                     "tests/corpus/many_tables.sql)")
     return args
 
 
@@ -794,7 +816,8 @@ def main(argv=None) -> int:
     src = bench.source_catalog
     rows = summarize(runs, args.tools)
     result = {"benchmark": "clone", "timestamp": stamp,
-              "parameters": {"scale": args.scale, "rounds": args.rounds, "workers": args.workers,
+              "parameters": {"source_sql": str(args.source_sql) if args.source_sql else None,
+                             "scale": args.scale, "rounds": args.rounds, "workers": args.workers,
                              "tools": args.tools, "pgcopydb_table_jobs": args.pgcopydb_table_jobs,
                              "pgcopydb_index_jobs": args.pgcopydb_index_jobs,
                              "pgmigrate_skip_tags": args.pgmigrate_skip_tags or None,
@@ -815,7 +838,8 @@ def main(argv=None) -> int:
     out = out_dir / f"clone-{stamp}.json"
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print()
-    print(f"Clone of {args.source_db} (scale {args.scale:g}, {src['database_bytes'] / MB:.0f} MB) on "
+    what = f"{args.source_sql.name}" if args.source_sql else f"scale {args.scale:g}"
+    print(f"Clone of {args.source_db} ({what}, {src['database_bytes'] / MB:.0f} MB) on "
           f"{machine['nproc']} CPUs; pgmigrate workers {args.workers}, pgcopydb table/index jobs "
           f"{args.pgcopydb_table_jobs}/{args.pgcopydb_index_jobs}"
           + (f"; pgmigrate --skip-tags {args.pgmigrate_skip_tags}" if args.pgmigrate_skip_tags else "")
