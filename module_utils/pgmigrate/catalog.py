@@ -267,9 +267,14 @@ def read_catalog(conn, exclude_schemas=(), include_schemas=()):
                 "definition": definition, "self_reference": child_oid == parent_oid, "inherited": inherited,
             })
 
+        # Right after a restore the catalogs' statistics are stale (autovacuum has not analyzed them yet), and a
+        # nested loop over the dependencies then takes minutes on thousands of sequences: hash joins only.
+        cur.execute("SET enable_nestloop = off")
         cur.execute(SEQUENCES_QUERY, params)
+        rows = cur.fetchall()
+        cur.execute("RESET enable_nestloop")
         sequences = []
-        for _oid, qualname, schema, name, increment, minimum, maximum, feeds in cur.fetchall():
+        for _oid, qualname, schema, name, increment, minimum, maximum, feeds in rows:
             sequences.append({
                 "qualname": qualname, "schema": schema, "name": name, "increment": increment,
                 "min": minimum, "max": maximum, "feeds": sorted(feeds, key=lambda f: (f["table"], f["column"])),
