@@ -748,7 +748,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="extra variable for migrate.yml (repeatable), e.g. migration_workers=3")
     parser.add_argument("--pgcopydb-table-jobs", type=int, default=2)
     parser.add_argument("--pgcopydb-index-jobs", type=int, default=2)
-    parser.add_argument("--source-db", default="cdp_clone_bench", help="database loaded on the source server")
+    parser.add_argument("--source-db", default=None,
+                        help="database loaded on the source server (default cdp_clone_bench, or sql_clone_bench "
+                             "with --source-sql: the two never share a database)")
     parser.add_argument("--target-db", default="bench_clone", help="database dropped and recreated on the target")
     parser.add_argument("--source-host", default="127.0.0.1")
     parser.add_argument("--source-port", type=int, default=55432)
@@ -768,6 +770,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.tools = [t for t in TOOLS if t in tools]
     if args.rounds < 1 or args.workers < 1 or args.scale <= 0:
         parser.error("--rounds and --workers must be >= 1 and --scale > 0")
+    if args.source_db is None:
+        args.source_db = "sql_clone_bench" if args.source_sql else "cdp_clone_bench"
     if args.source_sql is not None and not args.source_sql.is_file():
         parser.error(f"--source-sql {args.source_sql}: no such file (a SQL file psql can run, e.g. "
                      "tests/corpus/many_tables.sql)")
