@@ -143,3 +143,19 @@ def test_sequence_states_are_read_right_across_batches(db_pair):
     expected = {f"public.q{i}": tuple(query(src, f"SELECT last_value, is_called FROM q{i}")[0])  # noqa: S608
                 for i in range(count)}
     assert read == expected
+
+
+def test_the_sources_own_timeouts_do_not_end_the_runs_idle_sessions(db_pair, tmp_path):
+    """A source database with idle_in_transaction_session_timeout and statement_timeout (common on
+    production servers): the snapshot holder and the workers' sessions idle in their transactions while a
+    large table streams, and must neither be ended nor need a retry."""
+    src, dst = db_pair
+    execute(src, "CREATE TABLE small_a (id int PRIMARY KEY)", "INSERT INTO small_a SELECT generate_series(1, 10)",
+            "CREATE TABLE small_b (id int PRIMARY KEY)", "INSERT INTO small_b SELECT generate_series(1, 10)",
+            "CREATE TABLE large AS SELECT g AS id, repeat(md5(g::text), 8) AS pad FROM generate_series(1, 400000) g",
+            f'''ALTER DATABASE "{src['dbname']}" SET idle_in_transaction_session_timeout = '300ms\'''',
+            f'''ALTER DATABASE "{src['dbname']}" SET statement_timeout = '400ms\'''')
+    summary = migrate(src, dst, tmp_path, workers=1, database_settings=False)
+    assert summary["status"] == "complete"
+    assert not [e for e in summary["events"] if "retrying" in e], summary["events"]
+    assert dbcompare.compare_databases(src, dst) == []

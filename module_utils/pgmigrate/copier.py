@@ -433,6 +433,9 @@ class Engine:
         self.snapshot_conn = self._connect("source", application_name="pgmigrate snapshot")
         with self.snapshot_conn.cursor() as cur:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            # It idles in its transaction for the whole run: the source's own timeouts must not end it.
+            for statement in source_sessions.TIMEOUTS_OFF:
+                cur.execute(statement)
             if not self.options["source_frozen"]:
                 cur.execute("SELECT pg_export_snapshot()")
                 self.snapshot_id = cur.fetchone()[0]
@@ -717,7 +720,8 @@ class Engine:
         commands = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
         if self.snapshot_id:
             commands.append(f"SET TRANSACTION SNAPSHOT '{self.snapshot_id}'")
-        commands += [*source_sessions.SESSION_SETTINGS[:4], self._copy_out_sql(table, part, fmt), "COMMIT"]
+        commands += [*source_sessions.SESSION_SETTINGS[:4], *source_sessions.TIMEOUTS_OFF,
+                     self._copy_out_sql(table, part, fmt), "COMMIT"]
         args = [schema.find_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
         for command in commands:
             args += ["-c", command]

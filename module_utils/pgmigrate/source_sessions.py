@@ -22,6 +22,10 @@ CHUNK_SIZE = 1 << 20
 SESSION_SETTINGS = ("SET row_security = off", "SET datestyle = ISO, YMD", "SET intervalstyle = postgres",
                     "SET extra_float_digits = 3", "SET client_encoding = 'UTF8'")
 
+# Sessions that idle in their transaction between statements for the whole run (these, and the snapshot
+# holder) would be ended by a source database's idle_in_transaction_session_timeout or statement_timeout.
+TIMEOUTS_OFF = ("SET LOCAL idle_in_transaction_session_timeout = 0", "SET LOCAL statement_timeout = 0")
+
 
 class SourceSessions:
     """One source connection per worker, each in one read-only transaction that imported the snapshot
@@ -46,6 +50,8 @@ class SourceSessions:
                     cur.execute("SET TRANSACTION SNAPSHOT %s", (self.snapshot_id,))
                 for statement in SESSION_SETTINGS:
                     cur.execute(statement.replace("SET ", "SET LOCAL ", 1))
+                for statement in TIMEOUTS_OFF:
+                    cur.execute(statement)
         except BaseException:
             conn.close()
             raise
