@@ -242,3 +242,21 @@ def test_settings_are_read_as_ansible_reads_them_and_refused_with_what_is_accept
         "migration_documented_order=[{'level': 0}] is not accepted: it must be a list of {table: name, level: "
         "number}.",
     ]
+
+
+def test_a_mistyped_setting_name_is_refused_naming_the_setting_it_resembles(db_pair, tmp_path):
+    """`-e migration_wokers=8` would be ignored and the default used; a name close to a setting's is
+    refused before anything changes. The inventory's own variables (far from every setting) and
+    application profiles (migration_profile_<name>) are not."""
+    src, dst = db_pair
+    inventory = write_inventory(tmp_path, src, dst, {"migration_ticket": "OPS-1234",
+                                                     "migration_profile_shop": {"extensions_required": []}})
+    result = ansible("ansible-playbook", "migrate.yml", "-i", str(inventory),
+                     "-e", "migration_wokers=8", "-e", "migration_no_owners=false")
+    assert result.returncode != 0, result.output[-2000:]
+    text = one_line(result.stdout)
+    assert "migration_wokers is not a setting of this project: did you mean migration_workers?" in text, text[-2000:]
+    assert "migration_no_owners is not a setting of this project: did you mean migration_no_owner?" in text
+    assert "ASSESS" not in result.stdout
+    checks_only = ansible("ansible-playbook", "playbooks/checks/inventory.yml", "-i", str(inventory))
+    assert checks_only.returncode == 0, checks_only.output[-2000:]

@@ -7,6 +7,7 @@ Values given with -e arrive as strings ("0", "abc", "true"): each type reads the
 Every problem is one message naming the variable, its value and what is accepted.
 """
 
+import difflib
 import re
 
 from .module_args import parse_size
@@ -128,4 +129,21 @@ def problems(settings, spec):
             good = False
         if not good:
             found.append(f"{name}={value!r} is not accepted: it must be {accepted(rule)}.")
+    return found
+
+
+def misspelled(names, known, ignore=()):
+    """One message per name that is not a known setting but is one letter or two away from one (a typo
+    that would otherwise be ignored, the default silently used): `migration_worker` -> migration_workers.
+    Names far from every known one are the inventory's own variables and are left alone, as are names
+    matching a regular expression of ignore (e.g. the application profiles, migration_profile_<name>)."""
+    known = sorted(set(known))
+    found = []
+    for name in sorted(set(names) - set(known)):
+        if any(re.search(pattern, name) for pattern in ignore):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            found.append(f"{name} is not a setting of this project: did you mean {close[0]}? (as written it "
+                         f"would be ignored and {close[0]} keep its default)")
     return found
