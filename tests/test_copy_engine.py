@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 
 import dbcompare
-from conftest import PROJECT_DIR, connect
+from conftest import PROJECT_DIR, connect, execute, query
 from pgmigrate import copier, preflight, state
 from pgmigrate.catalog import STATE_SCHEMA
 
@@ -149,6 +149,10 @@ def test_resume_after_kill_9_at_random_moments(hard_pair, tmp_path):
     """kill -9 of the whole engine (its psql children included) at several moments; each rerun
     resumes the same run, and the final target is exact: nothing lost, duplicated or half-copied."""
     src, dst = hard_pair
+    # The hard cases alone copy in well under a second now: a larger table keeps the run long enough to
+    # be killed several times (the small tables still resume among them).
+    execute(src, "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 600000) g",
+            "ALTER TABLE bulk ADD PRIMARY KEY (id)")
     rng = random.Random(20261126)
     artifacts = str(tmp_path / "artifacts")
     run_ids = set()
@@ -442,3 +446,34 @@ def test_post_data_statements_keep_the_runs_lock_timeout(db_pair):
         holder.rollback()
         holder.close()
         conn.close()
+
+
+def test_the_databases_ddl_triggers_do_not_record_the_tools_own_ddl(db_pair, tmp_path):
+    """An application that logs its DDL (event triggers on ddl_command_end and sql_drop): the copy's own
+    DROP SCHEMA of its state, the last statement of a run, must not show up in the target's log."""
+    src, dst = db_pair
+    execute(src, """
+        CREATE TABLE ddl_log (id serial PRIMARY KEY, event text, tag text, object text);
+        CREATE FUNCTION log_drops() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        DECLARE o record;
+        BEGIN
+            FOR o IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
+                INSERT INTO ddl_log (event, tag, object) VALUES (TG_EVENT, TG_TAG, o.object_identity);
+            END LOOP;
+        END $$;
+        CREATE FUNCTION log_commands() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO ddl_log (event, tag) VALUES (TG_EVENT, TG_TAG);
+        END $$;
+        CREATE EVENT TRIGGER log_drops ON sql_drop EXECUTE FUNCTION log_drops();
+        CREATE EVENT TRIGGER log_commands ON ddl_command_end EXECUTE FUNCTION log_commands();
+        CREATE TABLE scratch (id int);
+        DROP TABLE scratch;
+    """)
+    assert query(src, "SELECT count(*) FROM ddl_log WHERE event = 'sql_drop'")[0][0] > 0
+    summary = migrate(src, dst, tmp_path)
+    assert summary["status"] == "complete"
+    assert query(dst, "SELECT event, tag, object FROM ddl_log ORDER BY id") == \
+        query(src, "SELECT event, tag, object FROM ddl_log ORDER BY id")
+    assert query(dst, "SELECT evtname FROM pg_event_trigger ORDER BY 1") == [("log_commands",), ("log_drops",)]
+    assert dbcompare.compare_databases(src, dst) == []

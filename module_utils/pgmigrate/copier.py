@@ -321,7 +321,6 @@ class Engine:
             self._phase_post_data()
             self._phase_sequences()
             self._phase_materialized_views()
-            self._post_data_serially(self.event_triggers)
             if opts["analyze"]:
                 self._phase_analyze()
             self._close_snapshot()
@@ -494,13 +493,24 @@ class Engine:
                 f"{'; '.join(problems)}. Grant that, or set migration_copy_database_settings=false to leave them.")
 
     def _finish_in_target(self):
-        """The database's settings, then the run's state dropped: one transaction, the last one."""
+        """The database's settings, the run's state dropped, then the event triggers created: one
+        transaction, the last one. The triggers come after the drop so that the database's own DDL
+        triggers (sql_drop, ddl_command_end) never see the tool's DROP SCHEMA."""
         conn = self._connect("target")
         try:
             with conn.cursor() as cur:
                 if self.settings_to_apply:
                     database_settings.apply(cur, self.settings_to_apply, self.target["dbname"])
-            state.drop_state(conn)
+                state.drop_state_in(cur)
+                for entry in getattr(self, "event_triggers", []):
+                    self._post_data_settings(cur)
+                    try:
+                        cur.execute(entry["sql"])
+                    except psycopg2.Error as error:
+                        raise MigrationError(f"post-data {entry['type']} {entry['name']} failed: {error}") from None
+            conn.commit()
+            for entry in getattr(self, "event_triggers", []):
+                self.progress.job_done(entry["key"])
         except database_settings.SettingsError as error:
             conn.rollback()
             raise MigrationError(str(error)) from None

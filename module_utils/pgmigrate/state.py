@@ -104,7 +104,12 @@ def mark_many_done(cur, run_id, steps, seconds=None, worker=None):
     )
 
 
+def drop_state_in(cur):
+    """Drop the run's state inside the caller's transaction."""
+    cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(STATE_SCHEMA)))
+
+
 def drop_state(conn):
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(STATE_SCHEMA)))
+        drop_state_in(cur)
     conn.commit()
