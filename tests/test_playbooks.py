@@ -60,7 +60,8 @@ def test_the_copys_progress_is_printed_while_it_runs(db_pair, tmp_path, backgrou
     """Foreground: the callback plugin migration_live_progress prints the progress file's line while
     the copy task runs. Background: each poll of the async job prints it. Either way the copy is exact."""
     src, dst = db_pair
-    generate.load(src, 0.3)
+    # Scale 1 (about 100 MB): at 0.3 the copy, small tables copied in-process, ends within one poll.
+    generate.load(src, 1)
     inventory = write_inventory(tmp_path, src, dst, {"migration_workers": 1, "migration_progress_poll_seconds": 1,
                                                      "migration_copy_in_background": background})
     result = playbook(inventory, "--skip-tags", "backup,validate")
