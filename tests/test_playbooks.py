@@ -113,7 +113,9 @@ def test_kill_9_of_ansible_playbook_then_rerun_finishes_the_job(db_pair, tmp_pat
     src, dst = db_pair
     # Large enough that the data phase outlasts the copy's watchdog (it looks for its controller every 0.2 s)
     # by several seconds: killed at the first bytes, the copy must still be running when the watchdog looks.
-    generate.load(src, 0.6)
+    # Scale 2 (about 200 MB): at 0.6 the copy, small tables copied in-process, could end between two reads
+    # of the progress file.
+    generate.load(src, 2)
     inventory = write_inventory(tmp_path, src, dst, {"migration_workers": 2, "migration_progress_poll_seconds": 1})
     progress_file = tmp_path / "artifacts" / "progress.json"
     proc = subprocess.Popen([ANSIBLE_PLAYBOOK, "migrate.yml", "-i", str(inventory)], cwd=PROJECT_DIR,
