@@ -13,6 +13,7 @@ import time
 from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
+from .batching import consecutive_groups
 from .connection import connect
 
 CHUNK_SIZE = 1 << 20
@@ -97,16 +98,7 @@ def batches(large_objects, batch_bytes=None, batch_count=None):
     batch_bytes bytes (defaults BATCH_COUNT, BATCH_BYTES)."""
     batch_bytes = BATCH_BYTES if batch_bytes is None else batch_bytes
     batch_count = BATCH_COUNT if batch_count is None else batch_count
-    groups, current, size = [], [], 0
-    for lo in large_objects:
-        if current and (len(current) >= batch_count or size + lo["bytes"] > batch_bytes):
-            groups.append(current)
-            current, size = [], 0
-        current.append(lo)
-        size += lo["bytes"]
-    if current:
-        groups.append(current)
-    return groups
+    return consecutive_groups(large_objects, lambda lo: lo["bytes"], batch_count, batch_bytes)
 
 
 def _metadata_statements(lo, no_owner, no_privileges):

@@ -23,6 +23,7 @@ from psycopg2 import sql
 
 from . import catalog as catalog_module
 from . import validate_large_objects
+from .batching import consecutive_groups
 from .connection import connect, describe
 
 BUCKETS = 1024
@@ -432,19 +433,9 @@ class Validator:
 
     def _digest_batches(self):
         """The common tables in the groups they are digested in: a large table alone, small ones together."""
-        batches, current, size = [], [], 0
-        for table in self.common_tables:
-            if table["table_bytes"] > DIGEST_SMALL_TABLE_BYTES:
-                batches.append([table])
-                continue
-            if current and (len(current) >= DIGEST_BATCH_TABLES or size + table["table_bytes"] > DIGEST_BATCH_BYTES):
-                batches.append(current)
-                current, size = [], 0
-            current.append(table)
-            size += table["table_bytes"]
-        if current:
-            batches.append(current)
-        return batches
+        large = [[t] for t in self.common_tables if t["table_bytes"] > DIGEST_SMALL_TABLE_BYTES]
+        small = [t for t in self.common_tables if t["table_bytes"] <= DIGEST_SMALL_TABLE_BYTES]
+        return large + consecutive_groups(small, lambda t: t["table_bytes"], DIGEST_BATCH_TABLES, DIGEST_BATCH_BYTES)
 
     def check_rows(self):
         started = time.monotonic()
