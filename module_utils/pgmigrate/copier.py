@@ -169,6 +169,7 @@ class Engine:
         self.progress = None
         self.snapshot_conn = None
         self.source_sessions = None
+        self.event_triggers = []  # created last, in _finish_in_target
         self.snapshot_id = None
         self.catalog = None
         self.plan = None
@@ -502,16 +503,16 @@ class Engine:
                 if self.settings_to_apply:
                     database_settings.apply(cur, self.settings_to_apply, self.target["dbname"])
                 state.drop_state_in(cur)
-                for entry in getattr(self, "event_triggers", []):
-                    if f"post:{entry['key']}" in self.done:  # created by a run of an earlier version
-                        continue
+                # (skipping those a run of an earlier version created and recorded done)
+                event_triggers = [e for e in self.event_triggers if f"post:{e['key']}" not in self.done]
+                for entry in event_triggers:
                     self._post_data_settings(cur)
                     try:
                         cur.execute(entry["sql"])
                     except psycopg2.Error as error:
                         raise MigrationError(f"post-data {entry['type']} {entry['name']} failed: {error}") from None
             conn.commit()
-            for entry in getattr(self, "event_triggers", []):
+            for entry in event_triggers:
                 self.progress.job_done(entry["key"])
         except database_settings.SettingsError as error:
             conn.rollback()
@@ -732,7 +733,7 @@ class Engine:
         commands = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
         if self.snapshot_id:
             commands.append(f"SET TRANSACTION SNAPSHOT '{self.snapshot_id}'")
-        commands += [*source_sessions.SESSION_SETTINGS[:4], *source_sessions.TIMEOUTS_OFF,
+        commands += [*source_sessions.READ_SETTINGS, *source_sessions.TIMEOUTS_OFF,
                      self._copy_out_sql(table, part, fmt), "COMMIT"]
         args = [schema.find_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
         for command in commands:
@@ -747,7 +748,7 @@ class Engine:
         table = self._table(table_plan["table"])
         fmt = "binary" if (table["binary_copy"] and self.binary_ok) else "text"
         whole = part["start_page"] is None
-        in_process = whole and table_plan["bytes"] <= source_sessions.IN_PROCESS_MAX_BYTES
+        in_process = whole and self._small(table_plan)
         t0 = time.monotonic()
         transfer = _InProcessTransfer(self, worker, table_plan["table"], table, fmt) if in_process else \
             _StreamingTransfer(self, worker, table_plan, table, part, fmt)
@@ -1007,10 +1008,8 @@ class Engine:
                 else:
                     todo.append(part)
             remaining_parts[table_plan["table"]] = len(todo)
-            small = copy_mode and len(table_plan["parts"]) == 1 and \
-                table_plan["bytes"] <= source_sessions.IN_PROCESS_MAX_BYTES
             bundle = self._small_table_bundle(table_plan["table"], entries_by_table.get(table_plan["table"], [])) \
-                if small else None
+                if copy_mode and self._small(table_plan) else None
             for part in todo:
                 jobs.append((self._data_priority(table_plan), f"data:{part['id']}",
                              self._data_job(table_plan, part, bundle)))
@@ -1107,6 +1106,11 @@ class Engine:
                 self._event(f"attached {attached} key(s) of {table_plan['table']} to their indexes")
             return result
         return run
+
+    @staticmethod
+    def _small(table_plan):
+        """A table copied whole through a worker's source session, with its post-data in the same transaction."""
+        return len(table_plan["parts"]) == 1 and table_plan["bytes"] <= source_sessions.IN_PROCESS_MAX_BYTES
 
     def _small_table_bundle(self, table_name, entries):
         """A small table's indexes and constraints (entries), the keys attached to them and its ANALYZE, in

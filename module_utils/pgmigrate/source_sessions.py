@@ -18,9 +18,10 @@ IN_PROCESS_MAX_BYTES = 8 << 20
 SPOOL_MEMORY_BYTES = 16 << 20
 CHUNK_SIZE = 1 << 20
 
-# The session settings of the streaming path (copier._source_command), so both give the same bytes.
-SESSION_SETTINGS = ("SET row_security = off", "SET datestyle = ISO, YMD", "SET intervalstyle = postgres",
-                    "SET extra_float_digits = 3", "SET client_encoding = 'UTF8'")
+# How both paths read the source (this one and the streaming one, copier._source_command), inside the
+# transaction that imported the snapshot, so both give the same bytes.
+READ_SETTINGS = ("SET LOCAL row_security = off", "SET LOCAL datestyle = ISO, YMD",
+                 "SET LOCAL intervalstyle = postgres", "SET LOCAL extra_float_digits = 3")
 
 # Sessions that idle in their transaction between statements for the whole run (these, and the snapshot
 # holder) would be ended by a source database's idle_in_transaction_session_timeout or statement_timeout.
@@ -48,9 +49,8 @@ class SourceSessions:
                 cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 if self.snapshot_id:
                     cur.execute("SET TRANSACTION SNAPSHOT %s", (self.snapshot_id,))
-                for statement in SESSION_SETTINGS:
-                    cur.execute(statement.replace("SET ", "SET LOCAL ", 1))
-                for statement in TIMEOUTS_OFF:
+                # (text COPY in UTF8, as the streaming path asks with PGCLIENTENCODING)
+                for statement in (*READ_SETTINGS, *TIMEOUTS_OFF, "SET LOCAL client_encoding = 'UTF8'"):
                     cur.execute(statement)
         except BaseException:
             conn.close()
