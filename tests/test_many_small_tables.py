@@ -14,10 +14,10 @@ import time
 import pytest
 
 import dbcompare
-from conftest import PROJECT_DIR, connect, execute, query
+from conftest import PROJECT_DIR, connect, execute, make_role, query
 from pgmigrate import catalog, copier, source_sessions
 from pgmigrate.catalog import STATE_SCHEMA
-from pgmigrate.validate import DIGEST_BATCH_TABLES, Validator
+from pgmigrate.validate import DIGEST_BATCH_TABLES, ValidationError, Validator
 
 TABLES = 240
 
@@ -159,3 +159,40 @@ def test_the_sources_own_timeouts_do_not_end_the_runs_idle_sessions(db_pair, tmp
     assert summary["status"] == "complete"
     assert not [e for e in summary["events"] if "retrying" in e], summary["events"]
     assert dbcompare.compare_databases(src, dst) == []
+
+
+def test_a_sequence_behind_its_column_is_named_among_batches_of_small_tables(small_tables, tmp_path):
+    """The columns sequences feed are read DIGEST_BATCH_TABLES at a time: a collision in the middle of a
+    batch is still reported on its own sequence, and only there."""
+    src, dst = small_tables
+    migrate(src, dst, tmp_path)
+    execute(dst, "SELECT setval('s1.t151_id_seq', 1, false)")
+    result = Validator(src, dst, workers=2, checks=["sequences"]).run()
+    sequences = next(c for c in result["checks"] if c["name"] == "sequences")
+    failed = [i for i in sequences["items"] if i["status"] == "fail"]
+    assert [i["table"] for i in failed] == ["s1.t151_id_seq"], failed
+    assert "collides with s1.t151.id" in failed[0]["detail"]
+    assert len(sequences["items"]) == TABLES
+
+
+@pytest.mark.parametrize("checks", [["row_counts", "content"], ["sequences"]])
+def test_a_table_the_validator_cannot_read_is_named_not_its_batch(small_tables, tmp_path, target_server, checks):
+    """A statement of a batch of small tables fails as a whole: the batch is read again table by table, so
+    the error names the table that cannot be read, not the first of its batch."""
+    src, dst = small_tables
+    migrate(src, dst, tmp_path)
+    role, password = make_role(target_server, "reader")
+    try:
+        execute(dst, f'GRANT USAGE ON SCHEMA s0, s1, "S 2" TO "{role}"',
+                f'GRANT SELECT ON ALL TABLES IN SCHEMA s0, s1, "S 2" TO "{role}"',
+                f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"',
+                f'GRANT SELECT ON ALL SEQUENCES IN SCHEMA s0, s1, "S 2" TO "{role}"',
+                f'REVOKE SELECT ON s1.t151 FROM "{role}"')
+        reader = {**dst, "user": role, "password": password}
+        with pytest.raises(ValidationError) as failure:
+            Validator(src, reader, workers=2, checks=checks).run()
+        assert "s1.t151" in str(failure.value) and "permission denied" in str(failure.value)
+        assert "other" not in str(failure.value), str(failure.value)
+    finally:
+        execute(dst, f'DROP OWNED BY "{role}"')
+        execute(target_server, f'DROP ROLE IF EXISTS "{role}"')

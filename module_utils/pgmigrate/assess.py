@@ -82,7 +82,8 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
         os.makedirs(artifacts_dir, mode=0o700, exist_ok=True)
         path = os.path.join(artifacts_dir, "assessment.json")
         with open(path, "w") as handle:
-            json.dump(report, handle, indent=1, default=str)
+            # Compact: indented, json runs its pure-Python encoder (0.5 s for 3,000 tables).
+            handle.write(json.dumps(report, default=str))
         with open(os.path.join(artifacts_dir, "assessment.txt"), "w") as handle:
             handle.write("\n".join(report["lines"]) + "\n")
         report["report_file"] = path

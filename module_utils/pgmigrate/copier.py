@@ -296,7 +296,8 @@ class Engine:
                 log_path=os.path.join(self.run_dir, "progress.log"))
             self.progress.start()
             with open(os.path.join(self.run_dir, "plan.json"), "w") as handle:
-                json.dump({"plan": self.plan, "catalog": self.catalog}, handle, indent=1, default=str)
+                # Compact: indented, json runs its pure-Python encoder (0.5 s for 3,000 tables' catalog).
+                handle.write(json.dumps({"plan": self.plan, "catalog": self.catalog}, default=str))
 
             if self.resumed:
                 state.count_attempt(target_conn, self.run_id)

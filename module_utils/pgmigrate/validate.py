@@ -656,6 +656,8 @@ class Validator:
         started = time.monotonic()
         check = _check("sequences", "Sequences and identity columns: source state, and ahead of every column fed")
         target_seqs = {s["qualname"]: s for s in self.dst_catalog["sequences"]}
+        extremes = self._column_extremes([(feed["table"], feed["column"], tseq["increment"] > 0)
+                                          for tseq in target_seqs.values() for feed in tseq["feeds"]])
         for seq in self.src_catalog["sequences"]:
             name = seq["qualname"]
             tseq = target_seqs.get(name)
@@ -669,7 +671,7 @@ class Validator:
                                 f"from the source's ({seq['last_value']}, {seq['is_called']})")
             next_value = tseq["last_value"] + tseq["increment"] if tseq["is_called"] else tseq["last_value"]
             for feed in tseq["feeds"]:
-                extreme = self._column_extreme(feed, tseq["increment"] > 0)
+                extreme = extremes[(feed["table"], feed["column"], tseq["increment"] > 0)]
                 behind = extreme is not None and (next_value <= extreme if tseq["increment"] > 0
                                                   else next_value >= extreme)
                 if behind:
@@ -688,14 +690,36 @@ class Validator:
         return _finish(check, started, f"{len(self.src_catalog['sequences'])} sequences in order",
                        lambda f: f"{len(f)} sequence(s) wrong: " + ", ".join(i["table"] for i in f))
 
-    def _column_extreme(self, feed, highest):
-        """The target's max (or min) of a column a sequence feeds."""
-        aggregate = sql.SQL("max" if highest else "min")
-        with self.dst_pool.reading(f"reading {feed['table']}.{feed['column']}", (feed["table"],)) as conn, \
-                conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT {}({})::numeric FROM {}").format(
-                aggregate, sql.Identifier(feed["column"]), sql.SQL(feed["table"])))
-            return cur.fetchone()[0]
+    def _column_extremes(self, feeds):
+        """{(table, column, highest): the target's max (or min if not highest) of the column}, for the columns
+        sequences feed. Small tables are read together, like the digests: on thousands of tables one statement
+        each was the cost (2,400 sequences: 3 s)."""
+        sizes = {t["qualname"]: t["table_bytes"] for t in self.dst_catalog["tables"]}
+        feeds = sorted(set(feeds))
+        large = [[f] for f in feeds if sizes.get(f[0], 0) > DIGEST_SMALL_TABLE_BYTES]
+        small = [f for f in feeds if sizes.get(f[0], 0) <= DIGEST_SMALL_TABLE_BYTES]
+        batches = large + consecutive_groups(small, lambda f: sizes.get(f[0], 0), DIGEST_BATCH_TABLES,
+                                             DIGEST_BATCH_BYTES)
+        with ThreadPoolExecutor(self.workers) as pool:
+            return {feed: value for batch in pool.map(self._column_extreme_batch, batches) for feed, value in batch}
+
+    def _column_extreme_batch(self, feeds):
+        """[(feed, extreme)] for (table, column, highest) feeds, in one statement. A batch that fails is read
+        again feed by feed, so the error names its column."""
+        statements = [sql.SQL("(SELECT {} AS i, {}({})::numeric FROM {})").format(
+            sql.Literal(i), sql.SQL("max" if highest else "min"), sql.Identifier(column), sql.SQL(table))
+            for i, (table, column, highest) in enumerate(feeds)]
+        what = f"reading {feeds[0][0]}.{feeds[0][1]}" + (
+            f" and {len(feeds) - 1} other column(s) fed by sequences" if len(feeds) > 1 else "")
+        try:
+            with self.dst_pool.reading(what, sorted({f[0] for f in feeds})) as conn, conn.cursor() as cur:
+                cur.execute(sql.SQL(" UNION ALL ").join(statements))
+                values = dict(cur.fetchall())
+        except ValidationError:
+            if len(feeds) == 1:
+                raise
+            return [pair for feed in feeds for pair in self._column_extreme_batch([feed])]
+        return [(feed, values[i]) for i, feed in enumerate(feeds)]
 
     # ---------------------------------------------------------------- schema ---------------
     def check_schema(self):
