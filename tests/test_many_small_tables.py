@@ -196,3 +196,55 @@ def test_a_table_the_validator_cannot_read_is_named_not_its_batch(small_tables, 
     finally:
         execute(dst, f'DROP OWNED BY "{role}"')
         execute(target_server, f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_a_workers_source_session_holds_few_locks_and_stays_in_the_snapshot(db_pair):
+    """A worker's source session begins its transaction again every TABLES_PER_TRANSACTION tables: it never
+    holds the locks of thousands of tables at once, and every transaction reads the same snapshot."""
+    src, _dst = db_pair
+    count = source_sessions.TABLES_PER_TRANSACTION * 2 + 50
+    execute(src, *[f"CREATE TABLE t{i} (id int)" for i in range(count)], "INSERT INTO t0 VALUES (1)")
+    holder = connect(src)
+    sessions = None
+    try:
+        with holder.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur.execute("SELECT pg_export_snapshot()")
+            snapshot = cur.fetchone()[0]
+        execute(src, "INSERT INTO t0 VALUES (2)")  # after the snapshot: never seen
+        sessions = source_sessions.SourceSessions(src, snapshot)
+        most, seen = 0, []
+        for i in range(count):
+            conn = sessions.get(1)
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT count(*) FROM t{i}")  # noqa: S608
+                rows = cur.fetchone()[0]
+                cur.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation'")
+                most = max(most, cur.fetchone()[0])
+                if i % source_sessions.TABLES_PER_TRANSACTION == 0:
+                    cur.execute("SELECT count(*) FROM t0")
+                    seen.append(cur.fetchone()[0])
+            assert rows == (1 if i == 0 else 0)
+        assert most <= source_sessions.TABLES_PER_TRANSACTION + 5, most
+        assert seen == [1, 1, 1]
+    finally:
+        if sessions:
+            sessions.close_all()
+        holder.close()
+
+
+def test_overwrite_drops_a_target_of_thousands_of_tables(db_pair, tmp_path):
+    """migration_target_overwrite on a target that already holds thousands of tables in the source's schemas
+    (a staging target synced again): one DROP SCHEMA ... CASCADE per schema locked every table, index, TOAST
+    table and sequence at once and ran out of shared memory. The tables go in batches first."""
+    src, dst = db_pair
+    schemas = [f"s{i}" for i in range(10)]
+    execute(src, *[f"CREATE SCHEMA {s}" for s in schemas],
+            *[f"CREATE TABLE {s}.kept (id serial PRIMARY KEY, code text UNIQUE)" for s in schemas],
+            *[f"INSERT INTO {s}.kept (code) VALUES ('a'), ('b')" for s in schemas])
+    for s in schemas:  # 2,000 tables of about 6 locks each: above the 6,400 of the default lock table
+        execute(dst, f"CREATE SCHEMA {s}",
+                *[f"CREATE TABLE {s}.old{i} (id serial PRIMARY KEY, code text UNIQUE)" for i in range(200)])
+    summary = migrate(src, dst, tmp_path, overwrite=True)
+    assert summary["status"] == "complete"
+    assert dbcompare.compare_databases(src, dst) == []

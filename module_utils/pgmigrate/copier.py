@@ -24,7 +24,17 @@ from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
 from . import catalog as catalog_module
-from . import database_settings, large_objects, planner, preflight, schema, source_sessions, state
+from . import (
+    column_extremes,
+    database_settings,
+    large_objects,
+    overwrite,
+    planner,
+    preflight,
+    schema,
+    source_sessions,
+    state,
+)
 from .connection import connect, describe, friendly_connect_error, libpq_environment
 from .progress import Progress
 
@@ -256,8 +266,10 @@ class Engine:
             self._open_snapshot()
             preflight.check_source_rights(self.snapshot_conn, self.source, opts["include_schemas"],
                                           opts["exclude_schemas"])
-            self.catalog = catalog_module.read_catalog(
-                self.snapshot_conn, opts["exclude_schemas"], opts["include_schemas"])
+            # In a session of its own: the catalog's reads lock every table and sequence (sizes, states), and
+            # the snapshot holder keeps its locks for the whole run.
+            with source_sessions.session_in_snapshot(self.source, self.snapshot_id, "pgmigrate catalog") as conn:
+                self.catalog = catalog_module.read_catalog(conn, opts["exclude_schemas"], opts["include_schemas"])
             preflight.check_extensions(target_conn, self.catalog, self.target)
             preflight.check_target_rights(target_conn, self.target, self.catalog["schemas"], opts["schema_mode"])
             self._read_large_objects()
@@ -624,23 +636,15 @@ class Engine:
         removed = large_objects.unlink(target_conn, [lo["oid"] for lo in self.large_objects])
         if removed:
             self._event(f"overwrite: removed {removed} large object(s) of the target with the source's oids")
+        if self.options["schema_mode"] == "copy":
+            dropped = [name for name in self.catalog["schemas"] if overwrite.drop_schema(target_conn, name)]
+            self._event(f"overwrite: dropped schemas {', '.join(dropped) or '(none present)'} in the target")
+            return
         with target_conn.cursor() as cur:
-            if self.options["schema_mode"] == "copy":
-                for schema_name in self.catalog["schemas"]:
-                    cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema_name,))
-                    if not cur.fetchone():
-                        continue
-                    cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema_name)))
-                    if schema_name == "public":
-                        cur.execute("CREATE SCHEMA public AUTHORIZATION pg_database_owner")
-                        cur.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
-                        cur.execute("COMMENT ON SCHEMA public IS 'standard public schema'")
-                self._event(f"overwrite: dropped schemas {', '.join(self.catalog['schemas'])} in the target")
-            else:
-                tables = [t["table"] for t in self.plan["tables"]]
-                if tables:
-                    cur.execute("TRUNCATE " + ", ".join(tables))
-                self._event(f"overwrite: truncated {len(tables)} tables in the target")
+            tables = [t["table"] for t in self.plan["tables"]]
+            if tables:
+                cur.execute("TRUNCATE " + ", ".join(tables))
+            self._event(f"overwrite: truncated {len(tables)} tables in the target")
         target_conn.commit()
 
     # ------------------------------------------------------------------ schema ---------------
@@ -1210,9 +1214,11 @@ class Engine:
             return
         conn = self._connect("target")
         with conn.cursor() as cur:
-            for seq in self.catalog["sequences"]:
-                cur.execute("SELECT setval(%s::regclass, %s, %s)",
-                            (seq["qualname"], seq["last_value"], seq["is_called"]))
+            # One statement for all: a round trip each was 0.8 s on 2,400 sequences.
+            sequences = self.catalog["sequences"]
+            cur.execute("SELECT count(setval(q::regclass, v, c)) FROM unnest(%s::text[], %s::bigint[], %s::bool[]) "
+                        "AS t(q, v, c)", ([s["qualname"] for s in sequences], [s["last_value"] for s in sequences],
+                                          [s["is_called"] for s in sequences]))
             state.mark_done(cur, self.run_id, "sequences")
         conn.commit()
         conn.close()
@@ -1220,29 +1226,36 @@ class Engine:
     def _phase_sequence_check(self):
         """Every sequence must not hand out a value already used by a column it feeds."""
         conn = self._connect("target")
-        problems = []
+        sequences = [dict(seq) for seq in self.catalog["sequences"]]
         with conn.cursor() as cur:
-            for seq in self.catalog["sequences"]:
-                cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
-                    sql.Identifier(seq["schema"], seq["name"])))
-                last_value, is_called = cur.fetchone()
-                if (last_value, is_called) != (seq["last_value"], seq["is_called"]):
-                    problems.append(f"{seq['qualname']} is ({last_value}, {is_called}) on the target but "
-                                    f"({seq['last_value']}, {seq['is_called']}) on the source")
-                next_value = last_value + seq["increment"] if is_called else last_value
-                for feed in seq["feeds"]:
-                    if seq["increment"] < 0:
-                        continue
-                    cur.execute(sql.SQL("SELECT max({})::numeric FROM {}").format(
-                        sql.Identifier(feed["column"]), sql.SQL(feed["table"])))
-                    maximum = cur.fetchone()[0]
-                    if maximum is not None and next_value <= maximum:
-                        problems.append(
-                            f"{seq['qualname']} would next give {next_value} but {feed['table']}.{feed['column']} "
-                            f"already holds {maximum} (as on the source): fix with SELECT setval('{seq['qualname']}', "
-                            f"{maximum})")
+            catalog_module.read_sequence_states(cur, sequences)
+
+            def run(_feeds, statement):
+                try:
+                    cur.execute(statement)
+                    return cur.fetchall()
+                except psycopg2.Error:
+                    conn.rollback()  # the next statement (each column alone) in a transaction of its own
+                    raise
+            feeds = [(f["table"], f["column"], True) for seq in sequences if seq["increment"] > 0 for f in seq["feeds"]]
+            sizes = {t["qualname"]: t["table_bytes"] for t in self.catalog["tables"]}
+            maxima = column_extremes.read(feeds, sizes, run)
         conn.rollback()
         conn.close()
+        problems = []
+        for seq, source in zip(sequences, self.catalog["sequences"], strict=True):
+            last_value, is_called = seq["last_value"], seq["is_called"]
+            if (last_value, is_called) != (source["last_value"], source["is_called"]):
+                problems.append(f"{seq['qualname']} is ({last_value}, {is_called}) on the target but "
+                                f"({source['last_value']}, {source['is_called']}) on the source")
+            next_value = last_value + seq["increment"] if is_called else last_value
+            for feed in seq["feeds"] if seq["increment"] > 0 else ():
+                maximum = maxima[(feed["table"], feed["column"], True)]
+                if maximum is not None and next_value <= maximum:
+                    problems.append(
+                        f"{seq['qualname']} would next give {next_value} but {feed['table']}.{feed['column']} "
+                        f"already holds {maximum} (as on the source): fix with SELECT setval('{seq['qualname']}', "
+                        f"{maximum})")
         self.sequence_problems = problems
         self.warnings.extend(problems)
 

@@ -10,6 +10,7 @@ writing.
 
 import tempfile
 import threading
+from contextlib import contextmanager
 
 from .connection import connect
 
@@ -28,30 +29,64 @@ READ_SETTINGS = ("SET LOCAL row_security = off", "SET LOCAL datestyle = ISO, YMD
 TIMEOUTS_OFF = ("SET LOCAL idle_in_transaction_session_timeout = 0", "SET LOCAL statement_timeout = 0")
 
 
+# A read in a transaction locks the table (ACCESS SHARE) until the transaction ends: a session that read
+# thousands of tables in one transaction fills the server's lock table (max_locks_per_transaction times
+# max_connections, 6,400 by default, shared by every session) beside pg_dump's locks on the same tables.
+TABLES_PER_TRANSACTION = 200
+
+
+def begin_in_snapshot(conn, snapshot_id):
+    """Begin a read-only transaction on conn in the exported snapshot (or, with none, in its own), with the
+    settings every read of the source uses."""
+    with conn.cursor() as cur:
+        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if snapshot_id:
+            cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
+        # (text COPY in UTF8, as the streaming path asks with PGCLIENTENCODING)
+        for statement in (*READ_SETTINGS, *TIMEOUTS_OFF, "SET LOCAL client_encoding = 'UTF8'"):
+            cur.execute(statement)
+
+
+@contextmanager
+def session_in_snapshot(source, snapshot_id, application_name):
+    """A source connection of its own in the snapshot, closed at the end with the locks its reads took."""
+    conn = connect(source, application_name=application_name)
+    try:
+        begin_in_snapshot(conn, snapshot_id)
+        yield conn
+    finally:
+        conn.close()
+
+
 class SourceSessions:
-    """One source connection per worker, each in one read-only transaction that imported the snapshot
-    (or, with no snapshot, in a transaction of its own). A session that fails is dropped; the next use
-    opens a new one."""
+    """One source connection per worker, each in a read-only transaction that imported the snapshot (or,
+    with no snapshot, in a transaction of its own), begun again every TABLES_PER_TRANSACTION tables. A
+    session that fails is dropped; the next use opens a new one."""
 
     def __init__(self, source, snapshot_id):
         self.source, self.snapshot_id = source, snapshot_id
-        self.sessions = {}
+        self.sessions, self.uses = {}, {}
         self.lock = threading.Lock()
 
     def get(self, worker):
+        """The worker's session, in the snapshot. Every TABLES_PER_TRANSACTION tables its transaction is
+        begun again (the snapshot imported again): it keeps a lock on every table it read until its end."""
         with self.lock:
             conn = self.sessions.get(worker)
+            uses = self.uses.get(worker, 0) + 1
+            self.uses[worker] = uses
         if conn is not None and not conn.closed:
+            if uses % TABLES_PER_TRANSACTION == 0:
+                try:
+                    conn.rollback()
+                    begin_in_snapshot(conn, self.snapshot_id)
+                except BaseException:
+                    self.discard(worker)
+                    raise
             return conn
         conn = connect(self.source, application_name=f"pgmigrate worker {worker}")
         try:
-            with conn.cursor() as cur:
-                cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                if self.snapshot_id:
-                    cur.execute("SET TRANSACTION SNAPSHOT %s", (self.snapshot_id,))
-                # (text COPY in UTF8, as the streaming path asks with PGCLIENTENCODING)
-                for statement in (*READ_SETTINGS, *TIMEOUTS_OFF, "SET LOCAL client_encoding = 'UTF8'"):
-                    cur.execute(statement)
+            begin_in_snapshot(conn, self.snapshot_id)
         except BaseException:
             conn.close()
             raise

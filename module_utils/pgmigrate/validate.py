@@ -22,7 +22,7 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from . import catalog as catalog_module
-from . import validate_large_objects
+from . import column_extremes, validate_large_objects
 from .batching import consecutive_groups
 from .connection import connect, describe
 
@@ -691,35 +691,15 @@ class Validator:
                        lambda f: f"{len(f)} sequence(s) wrong: " + ", ".join(i["table"] for i in f))
 
     def _column_extremes(self, feeds):
-        """{(table, column, highest): the target's max (or min if not highest) of the column}, for the columns
-        sequences feed. Small tables are read together, like the digests: on thousands of tables one statement
-        each was the cost (2,400 sequences: 3 s)."""
+        """{(table, column, highest): the target's max (or min) of each column sequences feed}."""
+        def run(batch, statement):
+            what = f"reading {batch[0][0]}.{batch[0][1]}" + (
+                f" and {len(batch) - 1} other column(s) fed by sequences" if len(batch) > 1 else "")
+            with self.dst_pool.reading(what, sorted({f[0] for f in batch})) as conn, conn.cursor() as cur:
+                cur.execute(statement)
+                return cur.fetchall()
         sizes = {t["qualname"]: t["table_bytes"] for t in self.dst_catalog["tables"]}
-        feeds = sorted(set(feeds))
-        large = [[f] for f in feeds if sizes.get(f[0], 0) > DIGEST_SMALL_TABLE_BYTES]
-        small = [f for f in feeds if sizes.get(f[0], 0) <= DIGEST_SMALL_TABLE_BYTES]
-        batches = large + consecutive_groups(small, lambda f: sizes.get(f[0], 0), DIGEST_BATCH_TABLES,
-                                             DIGEST_BATCH_BYTES)
-        with ThreadPoolExecutor(self.workers) as pool:
-            return {feed: value for batch in pool.map(self._column_extreme_batch, batches) for feed, value in batch}
-
-    def _column_extreme_batch(self, feeds):
-        """[(feed, extreme)] for (table, column, highest) feeds, in one statement. A batch that fails is read
-        again feed by feed, so the error names its column."""
-        statements = [sql.SQL("(SELECT {} AS i, {}({})::numeric FROM {})").format(
-            sql.Literal(i), sql.SQL("max" if highest else "min"), sql.Identifier(column), sql.SQL(table))
-            for i, (table, column, highest) in enumerate(feeds)]
-        what = f"reading {feeds[0][0]}.{feeds[0][1]}" + (
-            f" and {len(feeds) - 1} other column(s) fed by sequences" if len(feeds) > 1 else "")
-        try:
-            with self.dst_pool.reading(what, sorted({f[0] for f in feeds})) as conn, conn.cursor() as cur:
-                cur.execute(sql.SQL(" UNION ALL ").join(statements))
-                values = dict(cur.fetchall())
-        except ValidationError:
-            if len(feeds) == 1:
-                raise
-            return [pair for feed in feeds for pair in self._column_extreme_batch([feed])]
-        return [(feed, values[i]) for i, feed in enumerate(feeds)]
+        return column_extremes.read(feeds, sizes, run, self.workers)
 
     # ---------------------------------------------------------------- schema ---------------
     def check_schema(self):
