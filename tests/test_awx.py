@@ -390,3 +390,39 @@ def test_a_confirmed_unmasked_sync_copies_production_as_it_is(db_pair, tmp_path)
     emails = {e for (e,) in query(production, "SELECT email FROM users")}
     assert emails and emails == {e for (e,) in query(staging, "SELECT email FROM users")}
     assert production["password"] not in result.stdout + result.stderr
+
+
+def test_every_environment_gives_its_jobs_a_durable_artifacts_directory():
+    """Under AWX each job runs in a fresh checkout: backups and rollback points written below it would vanish
+    with the job. configure.yml passes each environment's artifacts_dir to every one of its templates."""
+    configure = (AWX_DIR / "configure.yml").read_text()
+    assert 'migration_artifacts_dir: "{{ __awx_environment.artifacts_dir }}"' in configure
+    for name, environment in ENVIRONMENTS.items():
+        path = environment["artifacts_dir"]
+        assert path.startswith("/") and not path.startswith(("/tmp", "/runner")), (name, path)
+    assert len({e["artifacts_dir"] for e in ENVIRONMENTS.values()}) == len(ENVIRONMENTS)
+
+
+@pytest.mark.parametrize("artifacts", ["the project's own", "/tmp/pgmigrate-artifacts", "/runner/artifacts"])
+def test_under_awx_an_artifacts_directory_the_job_throws_away_is_refused(tmp_path, artifacts):
+    inventory = write_inventory(tmp_path, {"host": "127.0.0.1", "port": 1, "dbname": "x", "user": "x",
+                                           "password": "unused"})
+    path = str(PROJECT_DIR / "artifacts") if artifacts == "the project's own" else artifacts
+    result = subprocess.run([ANSIBLE_PLAYBOOK, "playbooks/backup.yml", "-i", str(inventory), "-e", "awx_job_id=42",
+                             "-e", f"migration_artifacts_dir={path}"],
+                            cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120, check=False)
+    text = " ".join(result.stdout.split())
+    assert result.returncode != 0
+    assert f"migration_artifacts_dir ({path}) is inside" in text, text[-2000:]
+    assert "which this AWX job (42) throws away when it ends" in text and "Nothing was changed" in text
+
+
+def test_under_awx_a_durable_artifacts_directory_passes_the_check(tmp_path):
+    durable = f"/var/tmp/pgm-awx-check-{os.getpid()}"
+    inventory = write_inventory(tmp_path, {"host": "127.0.0.1", "port": 1, "dbname": "x", "user": "x",
+                                           "password": "unused"})
+    result = subprocess.run([ANSIBLE_PLAYBOOK, "playbooks/assess.yml", "-i", str(inventory), "-e", "awx_job_id=42",
+                             "-e", f"migration_artifacts_dir={durable}"],
+                            cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120, check=False)
+    assert "throws away" not in result.stdout
+    assert "Under AWX, the artifacts and backups live outside" in result.stdout  # the check ran, and passed
