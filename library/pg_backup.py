@@ -87,7 +87,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.pgmigrate import backup
+    from ansible.module_utils.pgmigrate import backup, rollback_point
     from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
     IMPORT_ERROR = None
 except ImportError:
@@ -118,8 +118,9 @@ def run(module):
                                           for one in failed), **result)
         return {"changed": False, **result}
     if action == "prune":
-        pruned = backup.prune(path, params["key"], params["keep"], module.check_mode)
-        return {"changed": bool(pruned["removed"]), **pruned}
+        pinned = sorted(rollback_point.protected(path, params["key"]))
+        pruned = backup.prune(path, params["key"], params["keep"], module.check_mode, pinned=pinned)
+        return {"changed": bool(pruned["removed"]), "pinned": pinned, **pruned}
     if action == "restore":
         restored = backup.restore(connection, path, params["jobs"], params["maintenance_db"],
                                   params["terminate_connections"], params["no_owner"], params["no_privileges"],

@@ -70,7 +70,9 @@ def key(label, params):
 
 
 def run_dirs(backup_dir):
-    return sorted(p.name for p in backup_dir.iterdir() if p.name != "latest") if backup_dir.exists() else []
+    if not backup_dir.exists():
+        return []
+    return sorted(p.name for p in backup_dir.iterdir() if p.name not in ("latest", "rollback"))
 
 
 def tree_text(root):

@@ -646,12 +646,14 @@ def _finished_at(unit):
         return ""
 
 
-def prune(backup_dir, key, keep, check_mode=False):
+def prune(backup_dir, key, keep, check_mode=False, pinned=()):
     """Keep the `keep` newest finished backups of database `key` per kind; remove the older ones.
 
     A backup directory without a manifest (a killed run) older than the oldest kept one goes too.
-    What a `latest` pointer designates is never removed. Emptied run directories are removed.
+    What a `latest` pointer designates is never removed, nor any kind of the backups whose directories
+    (<backup_dir>/<run>/<key>) are in pinned (the rollback points). Emptied run directories are removed.
     """
+    pinned = {os.path.realpath(directory) for directory in pinned}
     if keep < 1:
         raise BackupError("backup_keep must be at least 1: the newest backup is what a rollback restores")
     backup_dir = os.path.realpath(backup_dir)
@@ -680,7 +682,8 @@ def prune(backup_dir, key, keep, check_mode=False):
             oldest_kept = min(os.path.getmtime(unit) for _at, _run, unit in keeping)
             doomed += [unit for mtime, unit in unfinished if mtime < oldest_kept]
         for unit in doomed:
-            if os.path.realpath(unit) in protected or not os.path.realpath(unit).startswith(backup_dir + os.sep):
+            if os.path.realpath(unit) in protected or os.path.realpath(os.path.dirname(unit)) in pinned \
+                    or not os.path.realpath(unit).startswith(backup_dir + os.sep):
                 kept.append(unit)
                 continue
             removed.append(unit)
