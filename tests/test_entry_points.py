@@ -260,3 +260,18 @@ def test_a_mistyped_setting_name_is_refused_naming_the_setting_it_resembles(db_p
     assert "ASSESS" not in result.stdout
     checks_only = ansible("ansible-playbook", "playbooks/checks/inventory.yml", "-i", str(inventory))
     assert checks_only.returncode == 0, checks_only.output[-2000:]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--tags", "assess"], "Run ended without validating the target (phases chosen: assess): the migration is not "
+                           "finished until a run validates it."),
+    (["--check"], "Check mode: the plan only, nothing was changed."),
+], ids=["tags-assess", "check"])
+def test_the_last_words_say_what_the_run_did(db_pair, tmp_path, args, words):
+    src, dst = db_pair
+    execute(src, "CREATE TABLE t (id int PRIMARY KEY)")
+    inventory = write_inventory(tmp_path, src, dst)
+    result = ansible("ansible-playbook", "migrate.yml", "-i", str(inventory), *args, timeout=300)
+    assert result.returncode == 0, result.output[-3000:]
+    assert words in one_line(result.stdout)
+    assert "Migration finished" not in result.stdout
