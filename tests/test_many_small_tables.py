@@ -248,3 +248,16 @@ def test_overwrite_drops_a_target_of_thousands_of_tables(db_pair, tmp_path):
     summary = migrate(src, dst, tmp_path, overwrite=True)
     assert summary["status"] == "complete"
     assert dbcompare.compare_databases(src, dst) == []
+
+
+def test_overwrite_drops_a_schema_holding_an_extensions_own_table(db_pair, tmp_path):
+    """A table that belongs to an extension cannot be dropped alone: it goes with the extension when its
+    schema is dropped."""
+    src, dst = db_pair
+    execute(src, "CREATE SCHEMA s0", "CREATE TABLE s0.kept (id int PRIMARY KEY)", "INSERT INTO s0.kept VALUES (1)")
+    execute(dst, "CREATE SCHEMA s0", "CREATE EXTENSION isn SCHEMA s0", "CREATE TABLE s0.isn_config (k text)",
+            "ALTER EXTENSION isn ADD TABLE s0.isn_config", "CREATE TABLE s0.old (id int)")
+    summary = migrate(src, dst, tmp_path, overwrite=True)
+    assert summary["status"] == "complete"
+    assert dbcompare.compare_databases(src, dst) == []
+    assert query(dst, "SELECT count(*) FROM pg_extension WHERE extname = 'isn'") == [(0,)]

@@ -18,6 +18,9 @@ TABLES_OF_SCHEMA = """
 SELECT format('%%I.%%I', n.nspname, c.relname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relkind IN ('r', 'p')
+  -- an extension's own tables go with the extension, when DROP SCHEMA ... CASCADE drops it
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
 ORDER BY c.relkind = 'p', c.oid
 LIMIT %s
 """
