@@ -5,7 +5,7 @@ import os
 import time
 
 from . import catalog as catalog_module
-from . import planner, preflight, state
+from . import completion, planner, preflight, state
 from .connection import connect, describe, friendly_connect_error
 from .progress import human_bytes, human_seconds
 
@@ -98,14 +98,9 @@ def check_target_empty_or_ours(tconn, target, present, source_identity, target_i
     tconn.rollback()
     source_key = {k: source_identity.get(k) for k in ("system_identifier", "database", "address", "port",
                                                       "database_oid")}
-    try:
-        with open(os.path.join(artifacts_dir or "artifacts", "completed-runs.json")) as handle:
-            records = json.load(handle)
-    except (OSError, ValueError):
-        records = {}
-    target_key = "|".join(str(target_identity.get(k)) for k in ("system_identifier", "address", "port", "database",
-                                                                 "database_oid"))
-    if records.get(target_key, {}).get("source_identity") == source_key:
+    completed = completion.find(artifacts_dir or "artifacts", source_key, target_identity)
+    if completed:
+        completion.check_unchanged(tconn, completed, target)  # a changed target is refused here already
         return
     raise preflight.PreflightError(
         f"The target {describe(target)} is not empty: {len(present)} table(s) already exist in the schemas to "

@@ -26,6 +26,7 @@ from psycopg2 import sql
 from . import catalog as catalog_module
 from . import (
     column_extremes,
+    completion,
     database_settings,
     large_objects,
     overwrite,
@@ -286,13 +287,16 @@ class Engine:
                 self.resumed = True
             else:
                 self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-                completed = self._completed_record(key, target_identity)
+                completed = completion.find(opts["artifacts_dir"], key, target_identity)
                 if completed and not opts["overwrite"]:
-                    # A run that completed just before its playbook was killed: nothing left to do.
+                    # A run that completed just before its playbook was killed: nothing left to do, if the
+                    # target still holds what it copied.
+                    warning = completion.check_unchanged(target_conn, completed, self.target)
+                    self.warnings += [warning] if warning else []
                     self.run_id = completed["run_id"]
                     self._event(f"run {completed['run_id']} already completed this copy at {completed['finished_at']}")
                     summary = self._summary("already complete", started)
-                    summary["completed_run"] = completed
+                    summary["completed_run"] = {k: v for k, v in completed.items() if k != "table_rows"}
                     return summary
                 self._check_target_empty(target_conn)
 
@@ -341,7 +345,8 @@ class Engine:
             self._phase_sequence_check()
             summary = self._summary("complete", started)
             self._write_summary(summary)
-            self._record_completion(key, target_identity)
+            completion.record(opts["artifacts_dir"], self.run_id, key, target_identity, self.target,
+                              {t["table"]: t["rows"] for t in summary["tables"]})
             self._finish_in_target()
             self.progress.finish("complete", f"{len(self.plan['tables'])} tables in {summary['seconds']}s")
             return summary
@@ -367,39 +372,6 @@ class Engine:
         self.progress.set_phase(phase, message)
 
     # ------------------------------------------------------------------ completion record ----
-    def _completion_path(self):
-        return os.path.join(self.options["artifacts_dir"], "completed-runs.json")
-
-    @staticmethod
-    def _target_key(target_identity):
-        return "|".join(str(target_identity.get(k)) for k in ("system_identifier", "address", "port", "database",
-                                                               "database_oid"))
-
-    def _completed_record(self, source_key, target_identity):
-        try:
-            with open(self._completion_path()) as handle:
-                records = json.load(handle)
-        except (OSError, ValueError):
-            return None
-        record = records.get(self._target_key(target_identity))
-        if record and record.get("source_identity") == source_key:
-            return record
-        return None
-
-    def _record_completion(self, source_key, target_identity):
-        path = self._completion_path()
-        try:
-            with open(path) as handle:
-                records = json.load(handle)
-        except (OSError, ValueError):
-            records = {}
-        records[self._target_key(target_identity)] = {
-            "run_id": self.run_id, "source_identity": source_key, "target": describe(self.target),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        with open(path + ".tmp", "w") as handle:
-            json.dump(records, handle, indent=1)
-        os.replace(path + ".tmp", path)
-
     # ------------------------------------------------------------------ run lock, watchdog ---
     def _acquire_run_lock(self):
         """One run per target at a time: a second run (say, a rerun while a killed playbook's
