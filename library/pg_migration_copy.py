@@ -132,7 +132,8 @@ def main():
     except copier.MigrationError as error:
         module.fail_json(msg=f"Migration failed: {error}. Rerun the same command to resume: completed tables "
                              "are not copied again.", changed=True)
-    module.exit_json(changed=not module.check_mode, summary=summary)
+    # A rerun that found the copy already done changed nothing, and says so.
+    module.exit_json(changed=not module.check_mode and summary["status"] != "already complete", summary=summary)
 
 
 if __name__ == "__main__":

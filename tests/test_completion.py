@@ -4,7 +4,8 @@ the row count of every table is recorded when the copy finishes and counted agai
 import pytest
 
 import dbcompare
-from conftest import execute
+from conftest import execute, write_inventory
+from faultlib import run_playbook
 from pgmigrate import assess, copier, preflight
 
 
@@ -44,3 +45,16 @@ def test_a_target_changed_since_the_copy_is_refused_naming_what_changed(copied, 
     # and overwrite copies again
     assert copier.migrate(src, dst, artifacts_dir=str(tmp_path), workers=2, overwrite=True)["status"] == "complete"
     assert dbcompare.compare_databases(src, dst) == []
+
+
+def test_a_rerun_of_a_finished_copy_says_nothing_to_do_and_changes_nothing(db_pair, tmp_path):
+    src, dst = db_pair
+    execute(src, "CREATE TABLE t (id int PRIMARY KEY)", "INSERT INTO t SELECT generate_series(1, 10)")
+    inventory = write_inventory(tmp_path, src, dst)
+    first = run_playbook(inventory, "--tags", "copy")
+    assert first.returncode == 0, first.stdout[-3000:]
+    again = run_playbook(inventory, "--tags", "copy")
+    assert again.returncode == 0, again.stdout[-3000:]
+    copy_task = again.stdout.split("TASK [Copy (rows")[1].split("TASK [")[0]
+    assert "ok: [localhost]" in copy_task and "changed:" not in copy_task
+    assert "Nothing to do" in again.stdout and "every table still holds the rows it copied" in again.stdout
