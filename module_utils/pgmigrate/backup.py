@@ -124,15 +124,6 @@ def server_major(version_num):
     return version_num // 10000 if version_num >= 100000 else version_num / 10000
 
 
-def human_bytes(count):
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
-
-
 def estimate_bytes(database_bytes, kinds):
     """Disk space the backups of one database may need, before any safety factor.
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from .units import human_bytes
+
 REDACTED = "********"
 
 # Variables (or mapping keys) whose string values are secrets: redacted from every notification.
@@ -270,15 +272,6 @@ def human_duration(seconds):
     if hours:
         return f"{hours}h {minutes:02d}m {seconds:02d}s"
     return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
-
-
-def human_bytes(count):
-    value = float(count or 0)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{count} B"
 
 
 def _number(value):

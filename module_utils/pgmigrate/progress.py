@@ -11,14 +11,7 @@ import tempfile
 import threading
 import time
 
-
-def human_bytes(value):
-    value = float(value or 0)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
+from .units import human_bytes
 
 
 def human_seconds(seconds):
