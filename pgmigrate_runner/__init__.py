@@ -85,6 +85,7 @@ class EventPrinter:
     def __init__(self, write=None):
         self.write = write or (lambda line: print(line, flush=True))
         self.phases = []  # [name, started, status]
+        self.counts = {"tasks": 0, "ran": 0, "changed": 0, "skipped": 0}  # of the current play
         self.failures = []
         self.watcher = None
         self.live_progress = None
@@ -99,11 +100,22 @@ class EventPrinter:
             self.write(f"==> {self.phases[-1][0]}")
 
     def _close_phase(self):
+        """The play's outcome: failed; skipped when no task was selected (tags) or every task's condition was
+        false; ok, with how many tasks changed something."""
         self._show_heading()
         if self.phases and self.phases[-1][2] is None:
-            phase = self.phases[-1]
-            phase[2] = "failed" if any(f["phase"] == phase[0] for f in self.failures) else "ok"
-            self.write(f"    {phase[2]} in {time.monotonic() - phase[1]:.1f} s")
+            phase, counts = self.phases[-1], self.counts
+            seconds = f"{time.monotonic() - phase[1]:.1f} s"
+            if any(f["phase"] == phase[0] for f in self.failures):
+                phase[2], line = "failed", f"failed in {seconds}"
+            elif counts["tasks"] == 0:
+                phase[2], line = "skipped", "skipped: no task selected (tags)"
+            elif counts["ran"] == 0 and counts["skipped"]:
+                phase[2], line = "skipped", f"skipped in {seconds}: every task's condition was false"
+            else:
+                phase[2] = f"ok, {counts['changed']} changed" if counts["changed"] else "ok"
+                line = f"{phase[2]} in {seconds}"
+            self.write(f"    {line}")
 
     def handle(self, event):
         kind, data = event.get("event"), event.get("event_data", {})
@@ -111,6 +123,7 @@ class EventPrinter:
             self._close_phase()
             name = data.get("play") or data.get("name") or "play"
             self.phases.append([name, time.monotonic(), None])
+            self.counts = {"tasks": 0, "ran": 0, "changed": 0, "skipped": 0}
             self.heading_pending = True
             self.play_switched_off = (data.get("play_pattern") or data.get("pattern")) == SWITCHED_OFF_PATTERN
         elif kind == "playbook_on_no_hosts_matched" and self.heading_pending:
@@ -123,14 +136,19 @@ class EventPrinter:
                 self.write("    skipped: no host matched")
         elif kind == "playbook_on_task_start":
             self._show_heading()
+            self.counts["tasks"] += 1
             task = data.get("task", "")
             if self.live_progress and task.startswith("Copy (") and self.watcher is None:
                 self.watcher = CopyProgressWatcher(self.live_progress["file"], self.live_progress.get("interval", 5),
                                                    self.write)
                 self.watcher.start()
+        elif kind == "runner_on_skipped":
+            self.counts["skipped"] += 1
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
             self._show_heading()
             result = data.get("res") or {}
+            self.counts["ran"] += 1
+            self.counts["changed"] += 1 if result.get("changed") else 0
             facts = result.get("ansible_facts") or {}
             if "migration_live_progress" in facts:
                 self.live_progress = facts["migration_live_progress"]

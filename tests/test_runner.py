@@ -89,3 +89,27 @@ def test_a_play_switched_off_is_not_shown_and_one_with_no_host_says_skipped():
     assert lines[0] == "==> (1/9) ASSESS" and lines[1].startswith("    ok in"), lines
     assert lines[2:] == ["==> (4/9) MAINTENANCE", "    skipped: no host matched"], lines
     assert [phase[0] for phase in printer.phases] == ["(1/9) ASSESS", "(4/9) MAINTENANCE"]
+
+
+def test_a_phase_that_did_nothing_is_not_called_ok_and_changes_are_counted():
+    """A play none of whose tasks the tags select, and one whose every task was skipped (the rollback plays
+    after a passing validation), are skipped; a play's changes are counted."""
+    lines = []
+    printer = EventPrinter(lines.append)
+    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(2/9) BACKUP", "play_pattern": "x"}})
+    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(R2/3) ROLLBACK", "play_pattern": "x"}})
+    printer.handle({"event": "playbook_on_task_start", "event_data": {"task": "Restore"}})
+    printer.handle({"event": "runner_on_skipped", "event_data": {"host": "h", "task": "Restore"}})
+    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(5/9) COPY", "play_pattern": "x"}})
+    printer.handle({"event": "playbook_on_task_start", "event_data": {"task": "Copy (rows)"}})
+    printer.handle({"event": "runner_on_ok",
+                    "event_data": {"host": "h", "task": "Copy (rows)", "res": {"changed": True}}})
+    printer.handle({"event": "playbook_on_task_start", "event_data": {"task": "Report"}})
+    printer.handle({"event": "runner_on_ok", "event_data": {"host": "h", "task": "Report", "res": {"changed": False}}})
+    printer.handle({"event": "playbook_on_stats", "event_data": {}})
+    assert lines[:2] == ["==> (2/9) BACKUP", "    skipped: no task selected (tags)"], lines
+    assert lines[2] == "==> (R2/3) ROLLBACK" and lines[3].endswith(": every task's condition was false"), lines
+    assert lines[4] == "==> (5/9) COPY" and lines[5].startswith("    ok, 1 changed in"), lines
+    summary = printer.summary_lines("successful", 0, "/a")
+    assert "  skipped: (2/9) BACKUP" in summary and "  skipped: (R2/3) ROLLBACK" in summary
+    assert "  ok, 1 changed: (5/9) COPY" in summary
