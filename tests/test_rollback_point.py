@@ -158,3 +158,44 @@ def test_a_rollback_after_a_finished_migration_uses_its_point_up(tmp_path):
         rollback_point.to_restore(str(tmp_path), key)
     # still protected from retention until the next migration closes its own point
     assert rollback_point.protected(str(tmp_path), key)
+
+
+def interrupt_at_task(inventory, task_prefix, sig):
+    """Start migrate.yml and send its process group sig when the task task_prefix starts."""
+    proc = subprocess.Popen([ANSIBLE_PLAYBOOK, "migrate.yml", "-i", str(inventory)], cwd=PROJECT_DIR,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("TASK [" + task_prefix):
+            time.sleep(0.5)  # inside the task
+            os.killpg(proc.pid, sig)
+            break
+    else:
+        raise AssertionError("the run ended before " + task_prefix + ": " + "".join(seen)[-3000:])
+    proc.stdout.close()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return proc.returncode
+
+
+def test_interrupted_in_the_backup_and_the_validation_then_rolled_back(older_target, tmp_path):
+    """Interrupted while backing up, while copying and while validating (after the copy finished), then
+    rerun and rolled back: the target is as it was before the first attempt."""
+    src, dst = older_target
+    before = database_state(dst)
+    inventory = write_inventory(tmp_path, src, dst, {"migration_target_overwrite": True, "migration_workers": 2})
+    assert interrupt_at_task(inventory, "backup : Back up from one snapshot, every kind of backup_kinds: target",
+                             signal.SIGKILL) != 0
+    assert database_state(dst) == before  # the backup changes nothing
+    assert interrupt_during_the_copy(inventory, tmp_path / "artifacts" / "progress.json", signal.SIGINT) != 0
+    assert interrupt_at_task(inventory, "validation : Validate the target against the source", signal.SIGKILL) != 0
+    result = run_playbook(inventory)
+    assert result.returncode == 0, output(result)
+    assert "Rollback point: reusing the backup of the target" in result.stdout
+    result = run_playbook(inventory, "-e", "rollback_mode=data", playbook="playbooks/rollback.yml")
+    assert result.returncode == 0, output(result)
+    assert database_state(dst) == before
