@@ -4,6 +4,7 @@ ansible-playbook runs; and the rollback point's rules (module_utils/pgmigrate/ro
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -19,9 +20,9 @@ def output(result):
     return result.stdout[-6000:] + result.stderr[-3000:]
 
 
-def interrupt_during_the_copy(inventory, progress_file, sig):
-    """Start migrate.yml and send its process group sig once the copy streams rows."""
-    proc = subprocess.Popen([ANSIBLE_PLAYBOOK, "migrate.yml", "-i", str(inventory)], cwd=PROJECT_DIR,
+def interrupt_during_the_copy(inventory, progress_file, sig, checkout=PROJECT_DIR):
+    """Start migrate.yml (from checkout) and send its process group sig once the copy streams rows."""
+    proc = subprocess.Popen([ANSIBLE_PLAYBOOK, "migrate.yml", "-i", str(inventory)], cwd=checkout,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline, interrupted = time.time() + 300, False
     while time.time() < deadline and proc.poll() is None:
@@ -199,3 +200,36 @@ def test_interrupted_in_the_backup_and_the_validation_then_rolled_back(older_tar
     result = run_playbook(inventory, "-e", "rollback_mode=data", playbook="playbooks/rollback.yml")
     assert result.returncode == 0, output(result)
     assert database_state(dst) == before
+
+
+def checkout(path):
+    """Another checkout of the project, as each AWX job gets: its own files, the same durable artifacts."""
+    shutil.copytree(PROJECT_DIR, path, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".embedded", "artifacts", ".git", "__pycache__", ".pytest_cache", "results"))
+    return path
+
+
+def test_two_checkouts_sharing_the_artifacts_directory_behave_as_one(older_target, tmp_path):
+    """Interrupted in one checkout, finished from another, then asked again and rolled back from the first:
+    the run state is the target's and the durable artifacts directory's, never a checkout's."""
+    src, dst = older_target
+    before = database_state(dst)
+    first, second = checkout(tmp_path / "job1"), checkout(tmp_path / "job2")
+    inventory = write_inventory(tmp_path, src, dst, {"migration_target_overwrite": True, "migration_workers": 2})
+    progress = tmp_path / "artifacts" / "progress.json"
+    assert interrupt_during_the_copy(inventory, progress, signal.SIGKILL, checkout=first) != 0
+    finished = subprocess.run([ANSIBLE_PLAYBOOK, "migrate.yml", "-i", str(inventory)], cwd=second,
+                              capture_output=True, text=True, timeout=600, check=False)
+    assert finished.returncode == 0, output(finished)
+    assert "Rollback point: reusing the backup of the target" in finished.stdout
+    again = subprocess.run([ANSIBLE_PLAYBOOK, "migrate.yml", "-i", str(inventory), "--tags", "copy",
+                            "-e", "migration_target_overwrite=false"], cwd=first,
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, output(again)
+    assert "Nothing to do" in again.stdout
+    rolled_back = subprocess.run([ANSIBLE_PLAYBOOK, "playbooks/rollback.yml", "-i", str(inventory),
+                                  "-e", "rollback_mode=data"], cwd=first,
+                                 capture_output=True, text=True, timeout=600, check=False)
+    assert rolled_back.returncode == 0, output(rolled_back)
+    assert database_state(dst) == before
+    assert not (first / "artifacts").exists() and not (second / "artifacts").exists()
