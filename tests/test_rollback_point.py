@@ -183,15 +183,17 @@ def interrupt_at_task(inventory, task_prefix, sig):
     return proc.returncode
 
 
-def test_interrupted_in_the_backup_and_the_validation_then_rolled_back(older_target, tmp_path):
-    """Interrupted while backing up, while copying and while validating (after the copy finished), then
-    rerun and rolled back: the target is as it was before the first attempt."""
+def test_interrupted_in_every_database_phase_then_rolled_back(older_target, tmp_path):
+    """Interrupted while backing up, while preparing the target (extensions), while copying and while
+    validating (after the copy finished), then rerun and rolled back: the target is as it was before the
+    first attempt."""
     src, dst = older_target
     before = database_state(dst)
     inventory = write_inventory(tmp_path, src, dst, {"migration_target_overwrite": True, "migration_workers": 2})
     assert interrupt_at_task(inventory, "backup : Back up from one snapshot, every kind of backup_kinds: target",
                              signal.SIGKILL) != 0
     assert database_state(dst) == before  # the backup changes nothing
+    assert interrupt_at_task(inventory, "extensions : Check and create the extensions", signal.SIGINT) != 0
     assert interrupt_during_the_copy(inventory, tmp_path / "artifacts" / "progress.json", signal.SIGINT) != 0
     assert interrupt_at_task(inventory, "validation : Validate the target against the source", signal.SIGKILL) != 0
     result = run_playbook(inventory)
