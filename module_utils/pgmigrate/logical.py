@@ -42,6 +42,7 @@ from psycopg2 import sql
 from .catalog import excluded_schemas
 from .connection import check_params, connect, describe, friendly_connect_error
 from .schema import find_tool, restore_args, run_tool
+from .units import human_bytes
 
 TOOL_MARK = "pgmigrate zero_downtime"
 OBJECT_PREFIX = "pgmigrate_zd_"
@@ -171,15 +172,6 @@ def write_json_atomically(path, data, mode=0o644):
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
-
-
-def format_bytes(value):
-    value = float(value or 0)
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(value) < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -749,8 +741,8 @@ class ZeroDowntimeRun:
             head = f"[replicating] initial sync done in {self.state.data.get('initial_sync_seconds')} s"
         else:
             head = (f"[initial sync] {100.0 * ready_bytes / total_bytes:5.1f}% tables {len(status['ready'])}/"
-                    f"{status['total']} ready ({format_bytes(ready_bytes)} of {format_bytes(total_bytes)})")
-        line = (f"{head}; lag {format_bytes(status['lag_bytes'])} (bound {format_bytes(self.max_lag_bytes)}); "
+                    f"{status['total']} ready ({human_bytes(ready_bytes)} of {human_bytes(total_bytes)})")
+        line = (f"{head}; lag {human_bytes(status['lag_bytes'])} (bound {human_bytes(self.max_lag_bytes)}); "
                 f"{elapsed:.0f} s")
         if status["copying"]:
             line += "; copying " + ", ".join(status["copying"][:4])
@@ -814,8 +806,8 @@ class ZeroDowntimeRun:
         deadline = time.monotonic() + lag_wait_seconds
         while status["lag_bytes"] > self.max_lag_bytes:
             if time.monotonic() > deadline:
-                raise FreezeAbandoned(f"the lag stayed above {format_bytes(self.max_lag_bytes)} "
-                                      f"({format_bytes(status['lag_bytes'])})")
+                raise FreezeAbandoned(f"the lag stayed above {human_bytes(self.max_lag_bytes)} "
+                                      f"({human_bytes(status['lag_bytes'])})")
             time.sleep(0.2)
             status = self.status(src, dst)
             self._record_status(status)
