@@ -151,7 +151,7 @@ def test_resume_after_kill_9_at_random_moments(hard_pair, tmp_path):
     src, dst = hard_pair
     # The hard cases alone copy in well under a second now: a larger table keeps the run long enough to
     # be killed several times (the small tables still resume among them).
-    execute(src, "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 600000) g",
+    execute(src, "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) AS pad FROM generate_series(1, 1200000) g",
             "ALTER TABLE bulk ADD PRIMARY KEY (id)")
     rng = random.Random(20261126)
     artifacts = str(tmp_path / "artifacts")
