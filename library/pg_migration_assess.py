@@ -40,7 +40,17 @@ EXAMPLES = r"""
 
 RETURN = r"""
 lines: {description: The plan in words, a line each., returned: always, type: list}
-plan: {description: Levels, tables with parts, cycles, self-references, estimate., returned: always, type: dict}
+plan:
+  description: >-
+    The plan in outline: table count, tables per level, cycles, self-references, bytes, rows, estimate. The whole
+    plan (every table, its parts and dependencies) is in report_file.
+  returned: always
+  type: dict
+report_file: {description: assessment.json, the whole assessment., returned: with artifacts_dir, type: str}
+target:
+  description: The target's version, missing extensions and (the first 20 of) existing_table_count tables.
+  returned: with target
+  type: dict
 documented_order_findings: {description: Where the documented order is wrong., returned: always, type: list}
 """
 
@@ -49,7 +59,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.pgmigrate.assess import assess
+    from ansible.module_utils.pgmigrate.assess import assess, plan_outline
     from ansible.module_utils.pgmigrate.connection import ConfigError
     from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument, parse_size
     from ansible.module_utils.pgmigrate.preflight import PreflightError
@@ -88,10 +98,13 @@ def main():
             check_target=not module.check_mode, overwrite=p["overwrite"])
     except (ConfigError, PreflightError, ValueError) as error:
         module.fail_json(msg=str(error))
+    # The whole plan and catalog are in report_file; a result of thousands of tables costs Ansible a second.
     module.exit_json(
-        changed=False, lines=report["lines"], plan=report["plan"], handling=report["handling"],
+        changed=False, lines=report["lines"], plan=plan_outline(report["plan"]), handling=report["handling"],
         documented_order_findings=report["documented_order_findings"], report_file=report.get("report_file"),
-        target=report["target"], extensions=report["extensions"])
+        target=report["target"] and {**report["target"], "existing_tables": report["target"]["existing_tables"][:20],
+                                     "existing_table_count": len(report["target"]["existing_tables"])},
+        extensions=report["extensions"])
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ class EventPrinter:
         for name, _started, outcome in self.phases:
             lines.append(f"  {outcome or 'not finished'}: {name}")
         if self.copy_summary and self.copy_summary.get("status"):
-            lines.append(f"  copy {self.copy_summary['status']}: {len(self.copy_summary.get('tables', []))} tables, "
+            lines.append(f"  copy {self.copy_summary['status']}: {self.copy_summary.get('table_count', '?')} tables, "
                          f"{self.copy_summary.get('rows', 0):,} rows in {self.copy_summary.get('seconds', '?')} s")
         for failure in self.failures:
             lines.append(f"  failed: {failure['task']} on {failure['host']}: {failure['message'][:500]}")

@@ -77,7 +77,7 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
         "pg_stats": stats,
         "target": target_report,
     }
-    report["lines"] = plan_lines(report, schema_mode)
+    report["lines"] = plan_lines(report, schema_mode, tables_per_level=TABLES_SHOWN_PER_LEVEL)
     if artifacts_dir:
         os.makedirs(artifacts_dir, mode=0o700, exist_ok=True)
         path = os.path.join(artifacts_dir, "assessment.json")
@@ -85,9 +85,17 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
             # Compact: indented, json runs its pure-Python encoder (0.5 s for 3,000 tables).
             handle.write(json.dumps(report, default=str))
         with open(os.path.join(artifacts_dir, "assessment.txt"), "w") as handle:
-            handle.write("\n".join(report["lines"]) + "\n")
+            handle.write("\n".join(plan_lines(report, schema_mode)) + "\n")
         report["report_file"] = path
     return report
+
+
+def plan_outline(plan):
+    """The plan without its per-table lists: what a playbook shows or decides on."""
+    return {"table_count": len(plan["tables"]), "tables_per_level": [len(level) for level in plan["levels"]],
+            "cycles": plan["cycles"], "self_references": plan["self_references"],
+            "total_bytes": plan["total_bytes"], "total_rows": plan["total_rows"],
+            "estimated_seconds": plan["estimated_seconds"]}
 
 
 def check_target_empty_or_ours(tconn, target, present, source_identity, target_identity, artifacts_dir):
@@ -108,7 +116,13 @@ def check_target_empty_or_ours(tconn, target, present, source_identity, target_i
         "replace them, or use migration_schema_mode=existing if the application created the schema.")
 
 
-def plan_lines(report, schema_mode):
+# The console's plan names a level's largest tables only; assessment.txt names every table.
+TABLES_SHOWN_PER_LEVEL = 10
+
+
+def plan_lines(report, schema_mode, tables_per_level=None):
+    """The plan in words, a line each. tables_per_level: name only that many of each level's tables (the
+    largest), and count the rest; None names them all."""
     plan = report["plan"]
     tables = {t["table"]: t for t in plan["tables"]}
     lines = [
@@ -125,14 +139,18 @@ def plan_lines(report, schema_mode):
                      "largest first; the levels below are the order with foreign keys in force.")
     for i, level in enumerate(plan["levels"]):
         entries = []
-        for name in level:
+        shown = level if tables_per_level is None or len(level) <= tables_per_level else sorted(
+            level, key=lambda name: -(tables[name]["total_bytes"] if name in tables else 0))[:tables_per_level]
+        for name in shown:
             table = tables.get(name)
             if table is None:
                 entries.append(f"{name} (partitioned)")
                 continue
             parts = len(table["parts"])
             entries.append(f"{name} {human_bytes(table['total_bytes'])}" + (f" in {parts} parts" if parts > 1 else ""))
-        lines.append(f"Level {i}: " + ", ".join(entries))
+        more = len(level) - len(shown)
+        lines.append(f"Level {i} ({len(level)} tables): " + ", ".join(entries)
+                     + (f" and {more} smaller (all in assessment.txt)" if more else ""))
     lines.extend(f"Handling: {note}" for note in report["handling"])
     if report["documented_order_findings"]:
         lines.append(f"The documented order is wrong in {len(report['documented_order_findings'])} place(s):")
