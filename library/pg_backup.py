@@ -11,14 +11,16 @@ description:
     C(schema-only) and C(data-only) as plain SQL with the plan's C(--no-owner --no-privileges), C(complete) in
     directory format with I(jobs) parallel jobs. Each backup gets a C(backup.json) (origin, times, the exact row
     count of every table counted in the same snapshot, in short transactions of their own so that no session
-    holds a lock on every table beside pg_dump's) and a C(SHA256SUMS) manifest, written last.
+    holds a lock on every table beside pg_dump's) and a C(SHA256SUMS) manifest, written last. With I(latest), each
+    backup is then verified as C(verify) does, and only once all verify, I(latest)/<kind> points at them.
   - Tables the login reads only through their row-level security policies (FORCE ROW LEVEL SECURITY on tables it
     owns) are dumped through them (C(--enable-row-security)) when they show every row, counted with the forcing
     lifted inside a rolled-back transaction; otherwise the backup is refused before anything is written.
   - C(verify) checks a backup at I(path): its manifest first (every file, no file missing or added), then
     C(pg_restore --list) for the complete one, or a non-empty plain SQL file ending with pg_dump's
     "dump complete" marker.
-  - C(prune) keeps the I(keep) newest backups of database I(key) per kind under I(path) and removes the older ones.
+  - C(prune) keeps the I(keep) newest backups of each database of I(keys) per kind under I(path) and removes the
+    older ones; never what latest/ points at, nor a rollback point's backup.
   - C(restore) verifies the complete backup at I(path) and refuses it unless it verifies, then drops the
     I(connection)'s database and recreates it with C(pg_restore --create --jobs).
   - C(check_counts) compares the exact row counts of the I(connection)'s database with those recorded in the
@@ -33,7 +35,8 @@ options:
   kinds: {description: Which backups to make., type: list, elements: str, default: [schema-only, data-only, complete], choices: [schema-only, data-only, complete]}
   jobs: {description: Parallel jobs of pg_dump (complete backup) and pg_restore., type: int, default: 2}
   run_id: {description: The run's name, recorded in backup.json., type: str, default: ""}
-  key: {description: The database's directory name under each run (prune)., type: str}
+  keys: {description: "prune: the databases, by their directory name under each run.", type: list, elements: str}
+  latest: {description: "create: the database's latest/ directory; each backup is verified, then latest/<kind> points at it.", type: path}
   keep: {description: How many backups of each kind to keep (prune)., type: int, default: 3}
   pg_bin_dir: {description: Directory of pg_dump and pg_restore (default the newest installed)., type: path}
   maintenance_db: {description: Database to connect to while the restored one is dropped and created., type: str, default: postgres}
@@ -53,8 +56,9 @@ EXAMPLES = r"""
     path: "{{ backup_dir }}/20250617T120000Z/target-cdp@db.example.com-5432"
     kinds: [schema-only, data-only, complete]
     jobs: 4
+    latest: "{{ backup_dir }}/latest/target-cdp@db.example.com-5432"
 
-- name: Verify it
+- name: Verify it again, later
   pg_backup:
     action: verify
     path: "{{ backup_dir }}/latest/target-cdp@db.example.com-5432/complete"
@@ -75,9 +79,10 @@ rows: {description: "create: rows in the snapshot; check_counts: rows found.", r
 snapshot: {description: The exported snapshot all the dumps were taken from., returned: create, type: str}
 warnings_from_tools: {description: pg_dump's or pg_restore's messages (e.g. circular foreign keys)., returned: create, restore, type: list}
 verification: {description: "verify with I(path): its path, kind, ok, problems, record (label, database, run_id, finished_at, bytes, rows...).", returned: verify, type: dict}
-verifications: {description: "verify: the same for every backup checked.", returned: verify, type: list}
+verifications: {description: "verify: the same for every backup checked; create with latest: each new backup's.", returned: "verify, create", type: list}
 removed: {description: "prune: the backups removed.", returned: prune, type: list}
 kept: {description: "prune: the backups kept.", returned: prune, type: list}
+pinned: {description: "prune: the rollback points' backup directories, kept whatever their age.", returned: prune, type: list}
 restore: {description: "restore: path, database, existed, sessions_terminated, seconds, backup.", returned: restore, type: dict}
 differences: {description: "check_counts: tables whose row count differs from the backup's.", returned: check_counts, type: list}
 """
@@ -104,23 +109,12 @@ def run(module):
         return {"changed": False, "inspection": backup.inspect(connection, params["label"], path, params["kinds"],
                                                                params["pg_bin_dir"])}
     if action == "create":
-        created = backup.create_backup(connection, params["label"], path, params["kinds"], params["jobs"],
-                                       params["run_id"], params["pg_bin_dir"], module.check_mode)
-        warnings = created.pop("warnings")
-        return {"changed": True, **created, "warnings_from_tools": warnings}
+        return create(module, connection)
     if action == "verify":
-        verifications = [backup.verify_backup(one, params["pg_bin_dir"]) for one in ([path] if path else [])
-                         + (params["paths"] or [])]
-        failed = [one for one in verifications if not one["ok"]]
-        result = {"verification": verifications[0] if path else None, "verifications": verifications}
-        if failed:
-            module.fail_json(msg=" ".join(f"Backup {one['path']} does not verify: " + "; ".join(one["problems"]) + "."
-                                          for one in failed), **result)
-        return {"changed": False, **result}
+        result = verify(module, ([path] if path else []) + (params["paths"] or []))
+        return {"changed": False, "verification": result["verifications"][0] if path else None, **result}
     if action == "prune":
-        pinned = sorted(rollback_point.protected(path, params["key"]))
-        pruned = backup.prune(path, params["key"], params["keep"], module.check_mode, pinned=pinned)
-        return {"changed": bool(pruned["removed"]), "pinned": pinned, **pruned}
+        return prune(module)
     if action == "restore":
         restored = backup.restore(connection, path, params["jobs"], params["maintenance_db"],
                                   params["terminate_connections"], params["no_owner"], params["no_privileges"],
@@ -129,6 +123,41 @@ def run(module):
         return {"changed": True, "restore": restored, "warnings_from_tools": warnings}
     differences, tables, rows = backup.compare_counts(connection, path)
     return {"changed": False, "differences": differences, "tables": tables, "rows": rows}
+
+
+def create(module, connection):
+    """Back up, then (with latest) verify each backup as it lies on disk and only then point latest/ at it:
+    one module call, where three tasks and a loop cost a second or more of the whole run each."""
+    params = module.params
+    created = backup.create_backup(connection, params["label"], params["path"], params["kinds"], params["jobs"],
+                                   params["run_id"], params["pg_bin_dir"], module.check_mode)
+    result = {"changed": True, **created, "warnings_from_tools": created.pop("warnings")}
+    if params["latest"] and not module.check_mode:
+        result.update(verify(module, [one["path"] for one in created["backups"]], result))
+        backup.point_latest(params["latest"], created["backups"])
+    return result
+
+
+def verify(module, paths, partial=None):
+    """{"verifications": [...]} of the backups at paths; fails naming each one that does not verify."""
+    verifications = [backup.verify_backup(one, module.params["pg_bin_dir"]) for one in paths]
+    failed = [one for one in verifications if not one["ok"]]
+    if failed:
+        module.fail_json(msg=" ".join(f"Backup {one['path']} does not verify: " + "; ".join(one["problems"]) + "."
+                                      for one in failed), verifications=verifications, **(partial or {}))
+    return {"verifications": verifications}
+
+
+def prune(module):
+    """Retention for each database of keys, in one call."""
+    params = module.params
+    pruned = {"removed": [], "kept": [], "pinned": []}
+    for key in params["keys"]:
+        pinned = sorted(rollback_point.protected(params["path"], key))
+        one = backup.prune(params["path"], key, params["keep"], module.check_mode, pinned=pinned)
+        for field, values in (("removed", one["removed"]), ("kept", one["kept"]), ("pinned", pinned)):
+            pruned[field] += values
+    return {"changed": bool(pruned["removed"]), **pruned}
 
 
 def main():
@@ -144,7 +173,8 @@ def main():
                       "choices": ["schema-only", "data-only", "complete"]},
             "jobs": {"type": "int", "default": 2},
             "run_id": {"type": "str", "default": ""},
-            "key": {"type": "str"},
+            "keys": {"type": "list", "elements": "str"},
+            "latest": {"type": "path"},
             "keep": {"type": "int", "default": 3},
             "pg_bin_dir": {"type": "path"},
             "maintenance_db": {"type": "str", "default": "postgres"},
@@ -154,7 +184,7 @@ def main():
             "analyze": {"type": "bool", "default": True},
         },
         required_if=[("action", action, ["connection", "path"]) for action in NEEDS_CONNECTION]
-        + [("action", "prune", ["path", "key"]), ("action", "verify", ["path", "paths"], True)],
+        + [("action", "prune", ["path", "keys"]), ("action", "verify", ["path", "paths"], True)],
         supports_check_mode=True,
     )
     if IMPORT_ERROR:

@@ -629,6 +629,25 @@ def _remove(directories):
             pass
 
 
+# ------------------------------------------------------------------------------------- latest ----
+def point_latest(latest_dir, backups):
+    """latest_dir/<kind> -> each of backups ({kind, path}), once they verify: relative links, so that the
+    backup directory can be moved or copied as a whole, each one replaced in one rename (a reader never
+    finds it missing). latest_dir and its parents are created private (0700)."""
+    previous_umask = os.umask(0o077)
+    try:
+        os.makedirs(latest_dir, mode=0o700, exist_ok=True)
+    finally:
+        os.umask(previous_umask)
+    for one in backups:
+        link = os.path.join(latest_dir, one["kind"])
+        staged = f"{link}.{os.getpid()}.new"
+        if os.path.lexists(staged):
+            os.remove(staged)
+        os.symlink(os.path.relpath(one["path"], latest_dir), staged)
+        os.replace(staged, link)
+
+
 # ---------------------------------------------------------------------------------- retention ----
 def _finished_at(unit):
     try:
