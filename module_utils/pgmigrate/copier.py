@@ -31,6 +31,7 @@ from . import (
     large_objects,
     overwrite,
     planner,
+    pre_data,
     preflight,
     schema,
     source_sessions,
@@ -647,14 +648,19 @@ class Engine:
         self.dump_path = dump_path
         if "schema:pre-data" not in self.done:
             conn = self._connect("target")
-            # pre-data restores in one transaction; if it committed before a crash, the tables exist.
-            present = preflight.existing_user_tables(conn, self.catalog["schemas"])
-            if not present:
-                t0 = time.monotonic()
+            t0 = time.monotonic()
+            steps_plan = self._pre_data_steps(dump_path, conn)
+            if steps_plan:  # many tables: in steps, several at once, each recording itself done
+                pre_data.StepRestore(
+                    self.target, dump_path, self.run_id, self.options["no_owner"], self.options["no_privileges"],
+                    self._extension_versions_to_pin(conn), quote=lambda composed: composed.as_string(conn),
+                ).run(steps_plan, self.done)
+            # In one transaction; if it committed before a crash, the tables exist.
+            elif not preflight.existing_user_tables(conn, self.catalog["schemas"]):
                 schema.restore_pre_data(self.target, dump_path, self.options["no_owner"],
                                         self.options["no_privileges"], self._extension_versions_to_pin(conn),
                                         existing_schemas=self._target_schemas(conn))
-                self.timings["pre_data"] = round(time.monotonic() - t0, 2)
+            self.timings["pre_data"] = round(time.monotonic() - t0, 2)
             with conn.cursor() as cur:
                 state.mark_done(cur, self.run_id, "schema:pre-data")
             conn.commit()
@@ -664,6 +670,29 @@ class Engine:
         index_tables = {(i["schema"], i["name"]): i["table"] for i in self.catalog["indexes"]}
         self.post_entries, self.post_settings = schema.split_post_data(text, index_tables)
         schema.build_keys_index_first(self.post_entries, self.catalog.get("key_indexes", []))
+
+    def _pre_data_steps(self, dump_path, conn):
+        """The pre-data restore's steps (pre_data.plan), or None for one transaction. Decided once per run
+        and saved beside the dump: a resumed restore finishes the steps it began."""
+        path = dump_path + ".steps.json"
+        begun = sorted(step for step in self.done if step.startswith(pre_data.STEP_PREFIX))
+        if begun and not os.path.exists(path):
+            raise MigrationError(
+                f"the pre-data restore was interrupted after its steps {', '.join(begun)}, and its plan {path} is "
+                "gone (a new artifacts directory?): rerun with migration_target_overwrite=true and "
+                "migration_restart=true to copy again from the start")
+
+        def make():
+            existing = self._target_schemas(conn)
+            listing = [line for line in schema.run_tool([schema.find_tool("pg_restore"), "--list", dump_path],
+                                                        self.target, "listing the schema dump").decode().splitlines()
+                       if not ((match := schema.SCHEMA_TOC_ENTRY.match(line)) and match["name"] in existing)]
+            with source_sessions.session_in_snapshot(self.source, self.snapshot_id, "pgmigrate pre-data plan") \
+                    as source_conn, source_conn.cursor() as cur:
+                cur.execute(pre_data.WAVE_RELATIONS)
+                relations = dict(cur.fetchall())
+            return pre_data.plan(listing, relations, min(self.options["workers"], pre_data.MAX_GROUPS))
+        return pre_data.load_or_make(path, make)
 
     def _extension_versions_to_pin(self, conn):
         """{name: source version} of the extensions the pre-data restore will create (the target lacks

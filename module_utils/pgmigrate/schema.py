@@ -1,7 +1,8 @@
 """Schema transfer with pg_dump and pg_restore.
 
 The source's schema is dumped once (custom format, from the run's snapshot). Its pre-data part
-(types, tables, functions, views, ...) is restored before the data in one transaction. Its
+(types, tables, functions, views, ...) is restored before the data in one transaction (on databases of
+many tables, in steps: pre_data.py). Its
 post-data part is split into its entries: indexes and primary/unique keys are built per table as
 soon as the table's data is in, everything else follows in the dump's order, foreign keys last.
 """
