@@ -184,19 +184,21 @@ def interrupt_at_task(inventory, task_prefix, sig):
     return proc.returncode
 
 
-def test_interrupted_in_every_database_phase_then_rolled_back(older_target, tmp_path):
+@pytest.mark.parametrize("first, second", [(signal.SIGKILL, signal.SIGINT), (signal.SIGINT, signal.SIGKILL)],
+                         ids=["kill-9-first", "ctrl-c-first"])
+def test_interrupted_in_every_database_phase_then_rolled_back(older_target, tmp_path, first, second):
     """Interrupted while backing up, while preparing the target (extensions), while copying and while
-    validating (after the copy finished), then rerun and rolled back: the target is as it was before the
-    first attempt."""
+    validating (after the copy finished), each phase once with kill -9 and once with Ctrl-C (the two
+    parameters swap them), then rerun and rolled back: the target is as it was before the first attempt."""
     src, dst = older_target
     before = database_state(dst)
     inventory = write_inventory(tmp_path, src, dst, {"migration_target_overwrite": True, "migration_workers": 2})
     assert interrupt_at_task(inventory, "backup : Back up from one snapshot, every kind of backup_kinds, verify and "
-                             "point latest/ at it: target", signal.SIGKILL) != 0
+                             "point latest/ at it: target", first) != 0
     assert database_state(dst) == before  # the backup changes nothing
-    assert interrupt_at_task(inventory, "extensions : Check and create the extensions", signal.SIGINT) != 0
-    assert interrupt_during_the_copy(inventory, tmp_path / "artifacts" / "progress.json", signal.SIGINT) != 0
-    assert interrupt_at_task(inventory, "validation : Validate the target against the source", signal.SIGKILL) != 0
+    assert interrupt_at_task(inventory, "extensions : Check and create the extensions", second) != 0
+    assert interrupt_during_the_copy(inventory, tmp_path / "artifacts" / "progress.json", first) != 0
+    assert interrupt_at_task(inventory, "validation : Validate the target against the source", second) != 0
     result = run_playbook(inventory)
     assert result.returncode == 0, output(result)
     assert "Rollback point: reusing the backup of the target" in result.stdout
