@@ -1,5 +1,6 @@
-"""After a migrate.yml whose validation failed (molecule.yml): the run rolled back by itself and failed;
-the target is back to its pre-migration state; the application still reads and writes the source;
+"""After two attempts interrupted during their cutover (kill -9, then Ctrl-C; the application already pointed at
+the target) and a migrate.yml whose validation failed (molecule.yml): the run rolled back by itself and failed;
+the target is back to its state before the first attempt; the application reads and writes the source again;
 maintenance is over and the source accepts writes again."""
 
 import json
@@ -10,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 
-from scenario import ENV_FILE, SOURCE_PORT, http_get, migrate_output  # noqa: E402
+from scenario import ENV_FILE, EPHEMERAL, SOURCE_PORT, http_get, migrate_output  # noqa: E402
 from scenario import server as embedded_server  # noqa: E402
 
 import dbcompare  # noqa: E402
@@ -34,6 +35,20 @@ def test_validation_failed_the_run_rolled_back_and_failed(run_output):
     assert "query_performance (impossible)" in run_output
     assert "PLAY [(R2/3) ROLLBACK: Restore the target from its pre-migration backup" in run_output
     assert "The migration was rolled back" in run_output
+
+
+def test_two_earlier_attempts_were_interrupted_during_their_cutover():
+    for attempt, signal_name in ((1, "KILL"), (2, "INT")):
+        log = (EPHEMERAL / f"attempt-{attempt}.log").read_text()
+        assert "PLAY [(7/9) CUTOVER" in log and "TASK [connection_switch : Report the switch]" in log, log[-3000:]
+        assert f"interrupted: True, signal {signal_name}" in log, log[-3000:]
+
+
+def test_the_rollback_found_the_application_on_the_target_and_switched_it_back(run_output):
+    words = " ".join(run_output.split())  # the output's long lines are wrapped
+    start = words.find("PLAY [(R1/3) ROLLBACK")
+    assert "uses the target: an earlier, interrupted cutover switched it." in words, words[start:start + 3000]
+    assert "DATABASE_URL goes back to the value kept by that switch." in words
 
 
 def test_the_target_is_back_to_its_pre_migration_state():
