@@ -147,9 +147,10 @@ def key_figures(action, result):
     action = action_name(action)
     if action in ("pg_migration_copy", "pg_migration_progress") and isinstance(result.get("summary"), dict):
         summary = result["summary"]
-        if summary.get("status") in (None, "planned") or "tables" not in summary:
+        # The module returns table_count (each table's figures are in its summary_file).
+        tables = summary.get("table_count", summary.get("tables"))
+        if summary.get("status") in (None, "planned") or tables is None:
             return None
-        tables = summary.get("tables")
         return "copy", {
             "status": summary.get("status"),
             "tables": len(tables) if isinstance(tables, (list, dict)) else tables,
