@@ -176,7 +176,7 @@ def test_a_successful_migration_sends_one_summary_by_email_and_webhook(cdp_pair,
     body = mail["message"].get_content()
     assert "migrate.yml on staging-test: SUCCESS" in body
     assert "Copy complete: 21 tables" in body
-    assert "(5/9) COPY" in body and str(tmp_path / "artifacts") in body
+    assert "(5/10) COPY" in body and str(tmp_path / "artifacts") in body
     # The vaulted login and bearer token arrived where they belong, rendered by the callback.
     assert smtp_sink.logins == [("notifier", SMTP_PASSWORD)]
     post = webhook.posts[0]

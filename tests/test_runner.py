@@ -31,8 +31,8 @@ def test_migrate_yml_through_ansible_runner_shows_phases_and_tables_keeps_events
     assert [p.split(":")[0] for p in phases[:8]] == [
         "==> [Pre-Check] The inventory has a migration controller",
         "==> [Pre-Check] The settings, the connections and the overwrite",
-        "==> (1/9) ASSESS", "==> (2/9) BACKUP", "==> (3/9) PREPARE TARGET",
-        "==> (4/9) MAINTENANCE", "==> (5/9) COPY", "==> (6/9) VALIDATE"]
+        "==> (1/10) ASSESS", "==> (2/10) BACKUP", "==> (3/10) PREPARE TARGET",
+        "==> (4/10) MAINTENANCE", "==> (5/10) COPY", "==> (6/10) VALIDATE"]
     assert len([p for p in phases if p.startswith("==> [Pre-Check]")]) == 2
     assert "      table public.report_executions:" in out  # each table as the copy completes it
     assert "Result: successful (exit code 0)" in out and "copy complete: 21 tables" in out
@@ -68,10 +68,10 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path):
 def test_the_event_printer_closes_each_phase_with_its_outcome():
     lines = []
     printer = EventPrinter(lines.append)
-    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(1/9) ASSESS"}})
+    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(1/10) ASSESS"}})
     printer.handle({"event": "runner_on_failed", "event_data": {"host": "h", "task": "t", "res": {"msg": "boom"}}})
     printer.handle({"event": "playbook_on_stats", "event_data": {}})
-    assert lines[:2] == ["==> (1/9) ASSESS", "    FAILED h: t: boom"] and lines[2].startswith("    failed in")
+    assert lines[:2] == ["==> (1/10) ASSESS", "    FAILED h: t: boom"] and lines[2].startswith("    failed in")
 
 
 def test_a_play_switched_off_is_not_shown_and_one_with_no_host_says_skipped():
@@ -80,15 +80,15 @@ def test_a_play_switched_off_is_not_shown_and_one_with_no_host_says_skipped():
     printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "[Pre-Check] again",
                                                                        "play_pattern": "!all"}})
     printer.handle({"event": "playbook_on_no_hosts_matched", "event_data": {}})
-    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(1/9) ASSESS", "play_pattern": "x"}})
+    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(1/10) ASSESS", "play_pattern": "x"}})
     printer.handle({"event": "playbook_on_task_start", "event_data": {"task": "t"}})
-    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(4/9) MAINTENANCE",
+    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(4/10) MAINTENANCE",
                                                                        "play_pattern": "cdp_app_servers"}})
     printer.handle({"event": "playbook_on_no_hosts_matched", "event_data": {}})
     printer.handle({"event": "playbook_on_stats", "event_data": {}})
-    assert lines[0] == "==> (1/9) ASSESS" and lines[1].startswith("    ok in"), lines
-    assert lines[2:] == ["==> (4/9) MAINTENANCE", "    skipped: no host matched"], lines
-    assert [phase[0] for phase in printer.phases] == ["(1/9) ASSESS", "(4/9) MAINTENANCE"]
+    assert lines[0] == "==> (1/10) ASSESS" and lines[1].startswith("    ok in"), lines
+    assert lines[2:] == ["==> (4/10) MAINTENANCE", "    skipped: no host matched"], lines
+    assert [phase[0] for phase in printer.phases] == ["(1/10) ASSESS", "(4/10) MAINTENANCE"]
 
 
 def test_a_phase_that_did_nothing_is_not_called_ok_and_changes_are_counted():
@@ -96,20 +96,20 @@ def test_a_phase_that_did_nothing_is_not_called_ok_and_changes_are_counted():
     after a passing validation), are skipped; a play's changes are counted."""
     lines = []
     printer = EventPrinter(lines.append)
-    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(2/9) BACKUP", "play_pattern": "x"}})
+    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(2/10) BACKUP", "play_pattern": "x"}})
     printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(R2/3) ROLLBACK", "play_pattern": "x"}})
     printer.handle({"event": "playbook_on_task_start", "event_data": {"task": "Restore"}})
     printer.handle({"event": "runner_on_skipped", "event_data": {"host": "h", "task": "Restore"}})
-    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(5/9) COPY", "play_pattern": "x"}})
+    printer.handle({"event": "playbook_on_play_start", "event_data": {"play": "(5/10) COPY", "play_pattern": "x"}})
     printer.handle({"event": "playbook_on_task_start", "event_data": {"task": "Copy (rows)"}})
     printer.handle({"event": "runner_on_ok",
                     "event_data": {"host": "h", "task": "Copy (rows)", "res": {"changed": True}}})
     printer.handle({"event": "playbook_on_task_start", "event_data": {"task": "Report"}})
     printer.handle({"event": "runner_on_ok", "event_data": {"host": "h", "task": "Report", "res": {"changed": False}}})
     printer.handle({"event": "playbook_on_stats", "event_data": {}})
-    assert lines[:2] == ["==> (2/9) BACKUP", "    skipped: no task selected (tags)"], lines
+    assert lines[:2] == ["==> (2/10) BACKUP", "    skipped: no task selected (tags)"], lines
     assert lines[2] == "==> (R2/3) ROLLBACK" and lines[3].endswith(": every task's condition was false"), lines
-    assert lines[4] == "==> (5/9) COPY" and lines[5].startswith("    ok, 1 changed in"), lines
+    assert lines[4] == "==> (5/10) COPY" and lines[5].startswith("    ok, 1 changed in"), lines
     summary = printer.summary_lines("successful", 0, "/a")
-    assert "  skipped: (2/9) BACKUP" in summary and "  skipped: (R2/3) ROLLBACK" in summary
-    assert "  ok, 1 changed: (5/9) COPY" in summary
+    assert "  skipped: (2/10) BACKUP" in summary and "  skipped: (R2/3) ROLLBACK" in summary
+    assert "  ok, 1 changed: (5/10) COPY" in summary

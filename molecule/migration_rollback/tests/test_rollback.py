@@ -40,7 +40,7 @@ def test_validation_failed_the_run_rolled_back_and_failed(run_output):
 def test_two_earlier_attempts_were_interrupted_during_their_cutover():
     for attempt, signal_name in ((1, "KILL"), (2, "INT")):
         log = (EPHEMERAL / f"attempt-{attempt}.log").read_text()
-        assert "PLAY [(7/9) CUTOVER" in log and "TASK [connection_switch : Report the switch]" in log, log[-3000:]
+        assert "PLAY [(7/10) CUTOVER" in log and "TASK [connection_switch : Report the switch]" in log, log[-3000:]
         assert f"interrupted: True, signal {signal_name}" in log, log[-3000:]
 
 
