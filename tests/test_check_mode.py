@@ -86,7 +86,7 @@ def test_migrate_yml_lists_the_plans_phases_in_order_and_tags_select_them(migrat
     _src, _dst, inventory, _tmp_path = migrated_pair
     listing = ansible_playbook("migrate.yml", "-i", str(inventory), "--list-tasks")
     assert listing.returncode == 0, listing.stdout[-3000:]
-    phases = re.findall(r"play #\d+ \([^)]*\): \((\d)/9\) ([A-Z ]+):.*TAGS: \[(\w+)\]", listing.stdout)
+    phases = re.findall(r"play #\d+ \([^)]*\): \((\d)/10\) ([A-Z ]+):.*TAGS: \[(\w+)\]", listing.stdout)
     assert [(n, name) for n, name, _tag in phases] == [
         ("1", "ASSESS"), ("2", "BACKUP"), ("3", "PREPARE TARGET"), ("4", "MAINTENANCE"), ("5", "COPY"),
         ("6", "VALIDATE"), ("7", "CUTOVER"), ("8", "MONITORING"), ("9", "MAINTENANCE OFF")]
