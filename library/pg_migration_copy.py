@@ -75,11 +75,12 @@ summary:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.pgmigrate import copy_options  # plain Python: no psycopg2 needed
 
 try:
     from ansible.module_utils.pgmigrate import copier
     from ansible.module_utils.pgmigrate.connection import ConfigError
-    from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument, parse_size
+    from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
     from ansible.module_utils.pgmigrate.preflight import PreflightError
     IMPORT_ERROR = None
 except ImportError:
@@ -91,28 +92,7 @@ def main():
         argument_spec={
             "source": connection_argument(),
             "target": connection_argument(),
-            "schema_mode": {"type": "str", "default": "copy", "choices": ["copy", "existing"]},
-            "workers": {"type": "int", "default": 4},
-            "split_tables_larger_than": {"type": "str", "default": "1GB"},
-            "source_frozen": {"type": "bool", "default": False},
-            "overwrite": {"type": "bool", "default": False},
-            "restart": {"type": "bool", "default": False},
-            "artifacts_dir": {"type": "path", "required": True},
-            "progress_file": {"type": "path"},
-            "include_schemas": {"type": "list", "elements": "str", "default": []},
-            "exclude_schemas": {"type": "list", "elements": "str", "default": []},
-            "no_owner": {"type": "bool", "default": True},
-            "no_privileges": {"type": "bool", "default": True},
-            "analyze": {"type": "bool", "default": True},
-            "retries": {"type": "int", "default": 3},
-            "lock_timeout": {"type": "str", "default": "60s"},
-            "maintenance_work_mem": {"type": "str", "default": "512MB"},
-            "target_is_production": {"type": "bool", "default": False},
-            "confirm_target": {"type": "str", "default": ""},
-            "stop_when_process_exits": {"type": "int"},
-            "run_lock_wait_seconds": {"type": "int", "default": 120},
-            "database_settings": {"type": "bool", "default": True},
-            "database_settings_skipped": {"type": "list", "elements": "str", "default": []},
+            **copy_options.argument_spec(),  # every copy option, declared once
         },
         supports_check_mode=True,
     )
@@ -120,12 +100,7 @@ def main():
         module.fail_json(msg="pg_migration_copy needs psycopg2 (pip install psycopg2-binary)", exception=IMPORT_ERROR)
     params = module.params
     try:
-        options = {key: params[key] for key in (
-            "schema_mode", "workers", "source_frozen", "overwrite", "restart", "artifacts_dir", "progress_file",
-            "include_schemas", "exclude_schemas", "no_owner", "no_privileges", "analyze", "retries", "lock_timeout",
-            "maintenance_work_mem", "target_is_production", "confirm_target", "stop_when_process_exits",
-            "run_lock_wait_seconds", "database_settings", "database_settings_skipped")}
-        options["split_tables_larger_than"] = parse_size(params["split_tables_larger_than"])
+        options = copy_options.engine_options(params)
         options["check_mode"] = module.check_mode
         summary = copier.migrate(clean_connection(params["source"]), clean_connection(params["target"]), **options)
     except (ConfigError, PreflightError, ValueError) as error:

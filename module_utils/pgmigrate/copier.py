@@ -27,6 +27,7 @@ from . import catalog as catalog_module
 from . import (
     column_extremes,
     completion,
+    copy_options,
     database_settings,
     large_objects,
     overwrite,
@@ -54,31 +55,8 @@ RETRYABLE = (
     pg_errors.CannotConnectNow,
 )
 
-DEFAULTS = {
-    "schema_mode": "copy",
-    "workers": 4,
-    "split_tables_larger_than": 1 << 30,
-    "source_frozen": False,
-    "overwrite": False,
-    "restart": False,
-    "artifacts_dir": "artifacts",
-    "progress_file": None,
-    "exclude_schemas": [],
-    "include_schemas": [],
-    "no_owner": True,
-    "no_privileges": True,
-    "analyze": True,
-    "retries": 3,
-    "lock_timeout": "60s",
-    "maintenance_work_mem": "512MB",
-    "target_is_production": False,
-    "confirm_target": "",
-    "check_mode": False,
-    "stop_when_process_exits": None,
-    "run_lock_wait_seconds": 120,
-    "database_settings": True,
-    "database_settings_skipped": [],
-}
+# Every option and its default: copy_options.OPTIONS, declared once for the engine and the module.
+DEFAULTS = copy_options.engine_defaults()
 
 # Advisory lock key on the target: one migration run at a time per target database.
 RUN_LOCK_KEY = 0x70676D6967
