@@ -11,7 +11,7 @@ import pytest
 
 import dbcompare
 from cdp_reference import generate
-from conftest import PROJECT_DIR, connect, write_inventory
+from conftest import PROJECT_DIR, connect, query, write_inventory
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 
@@ -164,6 +164,22 @@ def test_validate_yml_fails_naming_the_check_and_table_and_links_the_reports(cdp
     assert str(deleted) in page and "missing in target" in page
     for secret in (src["password"], dst["password"]):
         assert secret not in result.stdout and secret not in page
+
+
+def test_a_failed_validation_with_the_rollback_left_out_still_stops_the_run_and_says_so(cdp_pair, tmp_path):
+    """--skip-tags rollback: the failed validation still ends the run before any later phase, non-zero, and the
+    message says that nothing was rolled back (the target keeps the copy)."""
+    src, dst = cdp_pair
+    inventory = write_inventory(tmp_path, src, dst, {
+        "validation_performance_queries": [{"name": "impossible", "sql": "SELECT pg_sleep(0.2)"}],
+        "validation_query_limit_seconds": 0.01,
+    })
+    result = playbook(inventory, "--skip-tags", "backup,rollback")
+    assert result.returncode != 0
+    words = " ".join(result.stdout.split())
+    assert "Nothing was rolled back (the rollback plays were left out by --tags or --skip-tags)" in words
+    assert "PLAY [(7/10) CUTOVER" not in result.stdout and "DONE: Report" not in result.stdout
+    assert query(dst, "SELECT count(*) FROM public.users")[0][0] > 0  # the copy stays
 
 
 def test_a_failed_validation_rolls_back_by_itself_and_fails_the_run(cdp_pair, tmp_path):
