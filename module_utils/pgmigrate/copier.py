@@ -661,10 +661,7 @@ class Engine:
                 "migration_restart=true to copy again from the start")
 
         def make():
-            existing = self._target_schemas(conn)
-            listing = [line for line in schema.run_tool([schema.find_tool("pg_restore"), "--list", dump_path],
-                                                        self.target, "listing the schema dump").decode().splitlines()
-                       if not ((match := schema.SCHEMA_TOC_ENTRY.match(line)) and match["name"] in existing)]
+            listing = schema.toc_lines(self.target, dump_path, self._target_schemas(conn))
             with source_sessions.session_in_snapshot(self.source, self.snapshot_id, "pgmigrate pre-data plan") \
                     as source_conn, source_conn.cursor() as cur:
                 cur.execute(pre_data.WAVE_RELATIONS)

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from psycopg2 import sql
 
 from . import state
-from .schema import find_tool, pin_extension_versions, restore_args, run_tool
+from .schema import find_tool, pin_extension_versions, restore_args, run_sql_script, run_tool
 
 PARALLEL_MIN_TABLES = 200
 # Sessions creating files at once: beyond a few, they wait on the same filesystem.
@@ -153,6 +153,4 @@ class StepRestore:
             script = pin_extension_versions(script, self.extension_versions)
         script += "\n" + self.quote(sql.SQL("INSERT INTO {}.done (run_id, step) VALUES ({}, {});\n").format(
             sql.Identifier(state.STATE_SCHEMA), sql.Literal(self.run_id), sql.Literal(STEP_PREFIX + name)))
-        run_tool([find_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                  "--dbname", self.target["dbname"], "--file", "-"], self.target,
-                 f"restoring the source's schema (pre-data, step {name}) into the target", stdin=script.encode())
+        run_sql_script(self.target, script, f"restoring the source's schema (pre-data, step {name}) into the target")

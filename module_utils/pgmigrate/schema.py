@@ -98,14 +98,30 @@ def pin_extension_versions(script, versions):
 SCHEMA_TOC_ENTRY = re.compile(r"^\d+; \d+ \d+ SCHEMA - (?P<name>\S+) ")
 
 
-def toc_without_schemas(target, dump_path, existing_schemas):
-    """The dump's table of contents (pg_restore --list) without the CREATE SCHEMA entries of schemas
-    the target already has: a dump limited with --schema public holds CREATE SCHEMA public, which
-    every database already has. Written beside the dump; None when nothing is left out."""
+def toc_lines(target, dump_path, existing_schemas=()):
+    """The dump's table of contents (pg_restore --list), a line each, without the CREATE SCHEMA entries of
+    schemas the target already has: a dump limited with --schema public holds CREATE SCHEMA public, which
+    every database already has."""
     listing = run_tool([find_tool("pg_restore"), "--list", dump_path], target, "listing the schema dump").decode()
-    kept = [line for line in listing.splitlines()
+    return _without_schemas(listing.splitlines(), existing_schemas)
+
+
+def _without_schemas(lines, existing_schemas):
+    return [line for line in lines
             if not ((match := SCHEMA_TOC_ENTRY.match(line)) and match["name"] in existing_schemas)]
-    if len(kept) == len(listing.splitlines()):
+
+
+def run_sql_script(target, script, what):
+    """A script (pg_restore --file output) through psql in one transaction, stopping at the first error."""
+    run_tool([find_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+              "--dbname", target["dbname"], "--file", "-"], target, what, stdin=script.encode())
+
+
+def toc_without_schemas(target, dump_path, existing_schemas):
+    """toc_lines written beside the dump, for --use-list; None when nothing is left out."""
+    listing = toc_lines(target, dump_path)
+    kept = _without_schemas(listing, existing_schemas)
+    if len(kept) == len(listing):
         return None
     path = dump_path + ".pre-data.list"
     with open(path, "w") as handle:
@@ -131,10 +147,8 @@ def restore_pre_data(target, dump_path, no_owner=True, no_privileges=True, exten
     args = [find_tool("pg_restore"), "--section=pre-data", "--file", "-"] + restore_args(
         no_owner, no_privileges) + selection + [dump_path]
     script = run_tool(args, target, "reading the pre-data section of the schema dump").decode()
-    args = [find_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-            "--dbname", target["dbname"], "--file", "-"]
-    run_tool(args, target, "restoring the source's schema (pre-data) into the target",
-             stdin=pin_extension_versions(script, extension_versions).encode())
+    run_sql_script(target, pin_extension_versions(script, extension_versions),
+                   "restoring the source's schema (pre-data) into the target")
 
 
 def post_data_sql(dump_path, target, no_owner=True, no_privileges=True):
