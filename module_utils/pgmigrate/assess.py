@@ -3,11 +3,20 @@
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from . import catalog as catalog_module
 from . import completion, planner, preflight, state
-from .connection import connect, describe, friendly_connect_error
+from .connection import describe
 from .progress import human_bytes, human_seconds
+
+
+def _read_pg_stats(source, exclude_schemas):
+    conn = preflight.connect_or_explain(source, "migration_source", "pgmigrate assess")
+    try:
+        return catalog_module.read_pg_stats(conn, exclude_schemas)
+    finally:
+        conn.close()
 
 
 def assess(source, target=None, documented_order=None, workers=4, split_tables_larger_than=1 << 30,
@@ -18,25 +27,22 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
     extensions), when the target lacks an extension the source uses, or when schema mode copy would meet
     tables already in the target that no unfinished or completed run of this tool put there and
     overwrite (migration_target_overwrite) is false."""
-    try:
-        conn = connect(source, application_name="pgmigrate assess")
-    except Exception as error:  # noqa: BLE001 - turned into an explanatory message
-        raise preflight.PreflightError(friendly_connect_error(error, source, "migration_source")) from None
+    conn = preflight.connect_or_explain(source, "migration_source", "pgmigrate assess")
     try:
         with conn.cursor() as cur:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         preflight.check_source_rights(conn, source, include_schemas, exclude_schemas)
-        catalog = catalog_module.read_catalog(conn, exclude_schemas, include_schemas)
-        stats = catalog_module.read_pg_stats(conn, exclude_schemas)
+        # The plan's pg_stats query in a session of its own, while this one reads the catalog.
+        with ThreadPoolExecutor(1) as pool:
+            stats = pool.submit(_read_pg_stats, source, exclude_schemas)
+            catalog = catalog_module.read_catalog(conn, exclude_schemas, include_schemas, sequence_states=False)
+            stats = stats.result()
         source_identity = preflight.server_identity(conn)
     finally:
         conn.close()
     target_report = None
     if target:
-        try:
-            tconn = connect(target, application_name="pgmigrate assess")
-        except Exception as error:  # noqa: BLE001
-            raise preflight.PreflightError(friendly_connect_error(error, target, "migration_target")) from None
+        tconn = preflight.connect_or_explain(target, "migration_target", "pgmigrate assess")
         try:
             target_identity = preflight.server_identity(tconn)
             preflight.check_not_same(source_identity, target_identity, source, target)

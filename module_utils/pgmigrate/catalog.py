@@ -182,7 +182,9 @@ def _binary_copy_safe(columns):
 
 # Sequences whose state is read in one statement (one round trip per sequence was most of the time of a
 # catalog of thousands of them).
-SEQUENCE_STATE_BATCH = 500
+# A UNION ALL of many sequences costs more to plan than to run (2,400 sequences: 0.32 s at 500 a statement,
+# 0.09-0.17 s at 50, 2.5 s at 2,400).
+SEQUENCE_STATE_BATCH = 50
 
 
 def read_sequence_states(cur, sequences):
@@ -197,8 +199,9 @@ def read_sequence_states(cur, sequences):
             batch[i]["last_value"], batch[i]["is_called"] = last_value, is_called
 
 
-def read_catalog(conn, exclude_schemas=(), include_schemas=()):
-    """Return a JSON-serialisable description of the database behind conn."""
+def read_catalog(conn, exclude_schemas=(), include_schemas=(), sequence_states=True):
+    """Return a JSON-serialisable description of the database behind conn. sequence_states=False leaves
+    out each sequence's last_value and is_called (one read of every sequence), for a reader that only plans."""
     params = {"excluded": excluded_schemas(exclude_schemas)}
     with conn.cursor() as cur:
         cur.execute(
@@ -279,7 +282,8 @@ def read_catalog(conn, exclude_schemas=(), include_schemas=()):
                 "qualname": qualname, "schema": schema, "name": name, "increment": increment,
                 "min": minimum, "max": maximum, "feeds": sorted(feeds, key=lambda f: (f["table"], f["column"])),
             })
-        read_sequence_states(cur, sequences)
+        if sequence_states:
+            read_sequence_states(cur, sequences)
 
         cur.execute(EXTENSIONS_QUERY)
         extensions = [{"name": n, "version": v, "schema": s} for n, v, s in cur.fetchall()]

@@ -38,7 +38,7 @@ from . import (
     source_sessions,
     state,
 )
-from .connection import connect, describe, friendly_connect_error, libpq_environment
+from .connection import describe, libpq_environment
 from .progress import Progress
 
 PIPE_SIZE = 1 << 20
@@ -189,11 +189,8 @@ class Engine:
     # ------------------------------------------------------------------ connections ----------
     def _connect(self, which, autocommit=False, application_name="pgmigrate"):
         params = self.source if which == "source" else self.target
-        try:
-            return connect(params, application_name=application_name, autocommit=autocommit,
-                           lock_timeout=self.options["lock_timeout"] if which == "target" else None)
-        except psycopg2.Error as error:
-            raise preflight.PreflightError(friendly_connect_error(error, params, f"migration_{which}")) from None
+        return preflight.connect_or_explain(params, f"migration_{which}", application_name, autocommit=autocommit,
+                                            lock_timeout=self.options["lock_timeout"] if which == "target" else None)
 
     def _event(self, text):
         self.events.append(f"{time.strftime('%H:%M:%S')} {text}")

@@ -4,11 +4,19 @@ import psycopg2
 import psycopg2.errors
 
 from .catalog import STATE_SCHEMA, excluded_schemas
-from .connection import ConfigError, describe
+from .connection import ConfigError, connect, describe, friendly_connect_error
 
 
 class PreflightError(Exception):
     """The migration must not start; the message says why and how to fix it."""
+
+
+def connect_or_explain(params, variable, application_name="pgmigrate", **options):
+    """connect(), or a PreflightError naming the setting (variable) and how to fix the connection."""
+    try:
+        return connect(params, application_name=application_name, **options)
+    except psycopg2.Error as error:
+        raise PreflightError(friendly_connect_error(error, params, variable)) from None
 
 
 def server_identity(conn):

@@ -4,16 +4,12 @@ the reports. Shared by the pg_migration_validate module and the benchmark."""
 import time
 
 from . import app_checks, report
-from .connection import connect, friendly_connect_error
-from .preflight import PreflightError
+from .preflight import connect_or_explain
 from .validate import Validator
 
 
 def _with_connection(params, variable, function, *args):
-    try:
-        conn = connect(params, application_name="pgmigrate validate")
-    except Exception as error:  # noqa: BLE001 - turned into an explanatory message
-        raise PreflightError(friendly_connect_error(error, params, variable)) from None
+    conn = connect_or_explain(params, variable, "pgmigrate validate")
     try:
         return function(conn, *args)
     finally:
