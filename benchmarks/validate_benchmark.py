@@ -26,8 +26,8 @@ import psycopg2  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 
 from cdp_reference import generate  # noqa: E402
-from pgmigrate import copier  # noqa: E402
-from pgmigrate.validate import Validator  # noqa: E402
+from pgmigrate.clone import copier  # noqa: E402
+from pgmigrate.validation.validate import Validator  # noqa: E402
 
 
 def server(name, port):

@@ -11,7 +11,7 @@ cannot be caught by anything.
 Settings are the notify_* variables of the first migration_controller host (group_vars/all/
 notifications.yml, the inventory's group_vars, -e), read through the play's variable manager and
 rendered with a Templar, so vaulted values and lookups work as in a task. Every value held by a
-secret-looking variable is redacted from the message. The logic lives in module_utils/pgmigrate/notify.py.
+secret-looking variable is redacted from the message. The logic lives in module_utils/pgmigrate/notify/notify.py.
 """
 
 import atexit
@@ -26,7 +26,7 @@ from ansible.template import Templar
 
 # The project's plain-Python core: Ansible puts module_utils/ on modules' paths, not on plugins'.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils"))
-from pgmigrate import notify  # noqa: E402
+from pgmigrate.notify import notify  # noqa: E402
 
 DOCUMENTATION = r"""
 name: migration_notify

@@ -44,7 +44,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.pgmigrate.post_checks import mark_error_logs, watch_error_log
+    from ansible.module_utils.pgmigrate.appchecks.post_checks import mark_error_logs, watch_error_log
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()

@@ -43,7 +43,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.pgmigrate.post_checks import failure_message, http_checks
+    from ansible.module_utils.pgmigrate.appchecks.post_checks import failure_message, http_checks
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()

@@ -92,8 +92,8 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.pgmigrate import backup, rollback_point
-    from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
+    from ansible.module_utils.pgmigrate.backup import backup, rollback_point
+    from ansible.module_utils.pgmigrate.common.module_args import clean_connection, connection_argument
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()

@@ -59,10 +59,10 @@ from ansible.module_utils.basic import AnsibleModule
 
 try:
     import psycopg2
-    from ansible.module_utils.pgmigrate import environment_sync, masking
-    from ansible.module_utils.pgmigrate.connection import ConfigError, friendly_connect_error
-    from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
-    from ansible.module_utils.pgmigrate.preflight import PreflightError, check_production_confirmation
+    from ansible.module_utils.pgmigrate.common.connection import ConfigError, friendly_connect_error
+    from ansible.module_utils.pgmigrate.common.module_args import clean_connection, connection_argument
+    from ansible.module_utils.pgmigrate.common.preflight import PreflightError, check_production_confirmation
+    from ansible.module_utils.pgmigrate.envsync import environment_sync, masking
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()

@@ -59,10 +59,10 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.pgmigrate.assess import assess, plan_outline
-    from ansible.module_utils.pgmigrate.connection import ConfigError
-    from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument, parse_size
-    from ansible.module_utils.pgmigrate.preflight import PreflightError
+    from ansible.module_utils.pgmigrate.clone.assess import assess, plan_outline
+    from ansible.module_utils.pgmigrate.common.connection import ConfigError
+    from ansible.module_utils.pgmigrate.common.module_args import clean_connection, connection_argument, parse_size
+    from ansible.module_utils.pgmigrate.common.preflight import PreflightError
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()

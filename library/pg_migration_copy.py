@@ -75,13 +75,13 @@ summary:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.pgmigrate import copy_options  # plain Python: no psycopg2 needed
+from ansible.module_utils.pgmigrate.clone import copy_options  # plain Python: no psycopg2 needed
 
 try:
-    from ansible.module_utils.pgmigrate import copier
-    from ansible.module_utils.pgmigrate.connection import ConfigError
-    from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
-    from ansible.module_utils.pgmigrate.preflight import PreflightError
+    from ansible.module_utils.pgmigrate.clone import copier
+    from ansible.module_utils.pgmigrate.common.connection import ConfigError
+    from ansible.module_utils.pgmigrate.common.module_args import clean_connection, connection_argument
+    from ansible.module_utils.pgmigrate.common.preflight import PreflightError
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()

@@ -40,9 +40,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 try:
     import psycopg2
-    from ansible.module_utils.pgmigrate import extensions
-    from ansible.module_utils.pgmigrate.connection import ConfigError, connect, friendly_connect_error
-    from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
+    from ansible.module_utils.pgmigrate.clone import extensions
+    from ansible.module_utils.pgmigrate.common.connection import ConfigError, connect, friendly_connect_error
+    from ansible.module_utils.pgmigrate.common.module_args import clean_connection, connection_argument
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()

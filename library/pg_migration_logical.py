@@ -72,9 +72,9 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.pgmigrate import logical
-    from ansible.module_utils.pgmigrate.connection import ConfigError
-    from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument, parse_size
+    from ansible.module_utils.pgmigrate.common.connection import ConfigError
+    from ansible.module_utils.pgmigrate.common.module_args import clean_connection, connection_argument, parse_size
+    from ansible.module_utils.pgmigrate.replication import logical
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()

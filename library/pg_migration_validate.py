@@ -57,11 +57,11 @@ import uuid
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.pgmigrate.connection import ConfigError
-    from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
-    from ansible.module_utils.pgmigrate.preflight import PreflightError
-    from ansible.module_utils.pgmigrate.validate import ValidationError
-    from ansible.module_utils.pgmigrate.validation_run import run_validation
+    from ansible.module_utils.pgmigrate.common.connection import ConfigError
+    from ansible.module_utils.pgmigrate.common.module_args import clean_connection, connection_argument
+    from ansible.module_utils.pgmigrate.common.preflight import PreflightError
+    from ansible.module_utils.pgmigrate.validation.validate import ValidationError
+    from ansible.module_utils.pgmigrate.validation.validation_run import run_validation
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()

@@ -54,10 +54,10 @@ from ansible.module_utils.basic import AnsibleModule
 
 try:
     import psycopg2
-    from ansible.module_utils.pgmigrate import post_checks
-    from ansible.module_utils.pgmigrate.app_checks import RuleError
-    from ansible.module_utils.pgmigrate.connection import connect, friendly_connect_error
-    from ansible.module_utils.pgmigrate.module_args import clean_connection, connection_argument
+    from ansible.module_utils.pgmigrate.appchecks import post_checks
+    from ansible.module_utils.pgmigrate.appchecks.app_checks import RuleError
+    from ansible.module_utils.pgmigrate.common.connection import connect, friendly_connect_error
+    from ansible.module_utils.pgmigrate.common.module_args import clean_connection, connection_argument
     IMPORT_ERROR = None
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()

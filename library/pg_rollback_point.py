@@ -9,7 +9,7 @@ description:
     backup role opens the rollback point on the target's complete backup taken before the first attempt;
     reruns of the unfinished migration reuse it; the migration's end (validation passed, or a data
     rollback) closes it. Retention never removes what an open or the last closed point designates.
-  - "One JSON file per target: <backup_dir>/rollback/<key>.json (module_utils/pgmigrate/rollback_point.py)."
+  - "One JSON file per target: <backup_dir>/rollback/<key>.json (module_utils/pgmigrate/backup/rollback_point.py)."
 options:
   action:
     description: >-
@@ -42,7 +42,7 @@ why: {description: What that backup holds, in words (action to_restore)., return
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.pgmigrate import rollback_point
+from ansible.module_utils.pgmigrate.backup import rollback_point
 
 
 def run(module):

@@ -33,7 +33,7 @@ SWITCHED_OFF_PATTERN = "!all"
 
 # The copy engine's own formatting of sizes (module_utils is the modules' code, plain Python).
 sys.path.insert(0, str(PROJECT_DIR / "module_utils"))
-from pgmigrate.progress import human_bytes  # noqa: E402
+from pgmigrate.clone.progress import human_bytes  # noqa: E402
 
 
 class CopyProgressWatcher:

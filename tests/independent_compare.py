@@ -1,6 +1,6 @@
 """An independent check that a target database equals its source, for the corpus tests.
 
-It shares no code with the engine's validator (module_utils/pgmigrate/validate*.py) nor with its
+It shares no code with the engine's validator (module_utils/pgmigrate/validation/) nor with its
 copier: what it compares is what PostgreSQL's own tools print.
 
     differences = compare(src_params, dst_params, owners=False, privileges=False)

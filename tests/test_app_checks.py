@@ -1,4 +1,4 @@
-"""The plan's security and performance checks (module_utils/pgmigrate/app_checks.py) on real databases.
+"""The plan's security and performance checks (module_utils/pgmigrate/appchecks/app_checks.py) on real databases.
 
 The CDP reference database (scale 0.02) is loaded once on the source and once on the target; each test
 breaks one thing (inside a transaction it rolls back where it can) and checks that exactly that is
@@ -15,7 +15,7 @@ import yaml
 
 from cdp_reference import generate
 from conftest import PROJECT_DIR, ScratchDatabases, connect
-from pgmigrate import app_checks
+from pgmigrate.appchecks import app_checks
 
 SCALE = 0.02
 # The validation defaults (limits) and the CDP profile's checks (group_vars/all/profile_cdp.yml, selected by

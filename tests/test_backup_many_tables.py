@@ -17,7 +17,7 @@ import pytest
 
 from conftest import PROJECT_DIR, connect, execute, write_inventory
 from faultlib import ThrowawayCluster
-from pgmigrate import backup
+from pgmigrate.backup import backup
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 TABLES = 3000

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from conftest import PROJECT_DIR, execute, make_role, query, write_inventory
-from pgmigrate import backup
+from pgmigrate.backup import backup
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 PG_BIN = "/usr/lib/postgresql/15/bin"

@@ -18,7 +18,7 @@ import pytest
 import dbcompare
 from cdp_reference import generate
 from conftest import PROJECT_DIR, connect, execute, write_inventory
-from pgmigrate import backup
+from pgmigrate.backup import backup
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")

@@ -9,7 +9,7 @@ import pytest
 import dbcompare
 from cdp_reference import generate
 from conftest import PROJECT_DIR, query, write_inventory
-from pgmigrate.copier import migrate
+from pgmigrate.clone.copier import migrate
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 

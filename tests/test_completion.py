@@ -6,7 +6,8 @@ import pytest
 import dbcompare
 from conftest import execute, write_inventory
 from faultlib import run_playbook
-from pgmigrate import assess, copier, preflight
+from pgmigrate.clone import assess, copier
+from pgmigrate.common import preflight
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ import pytest
 
 import dbcompare
 from conftest import PROJECT_DIR, connect, execute, query
-from pgmigrate import copier, preflight, state
-from pgmigrate.catalog import STATE_SCHEMA
+from pgmigrate.clone import copier, state
+from pgmigrate.common import preflight
+from pgmigrate.common.catalog import STATE_SCHEMA
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
@@ -129,7 +130,7 @@ def test_wrong_password_is_a_clear_error(hard_pair, tmp_path):
 RUNNER = """
 import json, sys
 sys.path.insert(0, {module_utils!r})
-from pgmigrate import copier
+from pgmigrate.clone import copier
 args = json.load(sys.stdin)
 copier.migrate(args["src"], args["dst"], artifacts_dir=args["artifacts"], workers=3,
                split_tables_larger_than=256 * 1024, analyze=False)

@@ -1,4 +1,4 @@
-"""The copy's options are declared once (module_utils/pgmigrate/copy_options.py): the engine's defaults and the
+"""The copy's options are declared once (module_utils/pgmigrate/clone/copy_options.py): the engine's defaults and the
 module's argument spec come from the table, and the module's DOCUMENTATION, which Ansible reads as text, says
 the same: every option, with its type, default, choices and elements."""
 
@@ -8,8 +8,8 @@ import pathlib
 import yaml
 
 from conftest import PROJECT_DIR
-from pgmigrate import copier, copy_options
-from pgmigrate.module_args import parse_size
+from pgmigrate.clone import copier, copy_options
+from pgmigrate.common.module_args import parse_size
 
 MODULE = pathlib.Path(PROJECT_DIR, "library", "pg_migration_copy.py")
 

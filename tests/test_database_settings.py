@@ -9,10 +9,11 @@ import pytest
 import yaml
 
 from conftest import PROJECT_DIR, connect, execute, query
-from pgmigrate import copier, preflight
-from pgmigrate.catalog import STATE_SCHEMA
-from pgmigrate.database_settings import read_settings
-from pgmigrate.validate import Validator
+from pgmigrate.clone import copier
+from pgmigrate.common import preflight
+from pgmigrate.common.catalog import STATE_SCHEMA
+from pgmigrate.common.database_settings import read_settings
+from pgmigrate.validation.validate import Validator
 
 
 def migrate(src, dst, tmp_path, **options):

@@ -221,7 +221,7 @@ def test_every_role_has_an_argument_spec_its_defaults_pass(tmp_path):
 
 
 def test_settings_are_read_as_ansible_reads_them_and_refused_with_what_is_accepted():
-    from pgmigrate.settings import problems
+    from pgmigrate.common.settings import problems
     spec = yaml.safe_load((PROJECT_DIR / "playbooks" / "checks" / "settings_spec.yml").read_text())[
         "precheck_settings_spec"]
     good = {"migration_workers": "8", "migration_target_overwrite": "yes", "migration_restart": False,

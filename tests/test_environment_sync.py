@@ -10,7 +10,7 @@ import pytest
 import dbcompare
 from cdp_reference import generate
 from conftest import PROJECT_DIR, execute, query, write_inventory
-from pgmigrate import environment_sync, masking
+from pgmigrate.envsync import environment_sync, masking
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 PRESERVED = ("public.integrations", "public.environment_configurations", "public.migration_history")

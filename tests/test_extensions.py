@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import PROJECT_DIR, connect, write_inventory
-from pgmigrate import extensions
+from pgmigrate.clone import extensions
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 PLAN_EXTENSIONS = ["uuid-ossp", "pgcrypto"]

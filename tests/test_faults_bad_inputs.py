@@ -11,8 +11,9 @@ import pytest
 from cdp_reference import generate
 from conftest import execute, query, write_inventory
 from faultlib import database_state, free_port, recorder, run_playbook
-from pgmigrate import copier, preflight
-from pgmigrate.connection import connect as engine_connect
+from pgmigrate.clone import copier
+from pgmigrate.common import preflight
+from pgmigrate.common.connection import connect as engine_connect
 
 pytestmark = pytest.mark.faults
 

@@ -18,7 +18,7 @@ import dbcompare
 from cdp_reference import generate
 from conftest import connect, execute, query, write_inventory
 from faultlib import PG_BIN, ThrowawayCluster, recorder, rows_lost, run_playbook
-from pgmigrate.catalog import STATE_SCHEMA
+from pgmigrate.common.catalog import STATE_SCHEMA
 
 pytestmark = pytest.mark.faults
 

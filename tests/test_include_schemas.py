@@ -2,7 +2,7 @@
 writes CREATE SCHEMA public, which every target already has; the restore leaves it out."""
 
 from conftest import execute, query
-from pgmigrate import copier
+from pgmigrate.clone import copier
 
 
 def test_a_copy_limited_to_public_and_another_schema_copies_them_and_leaves_the_rest(db_pair, tmp_path):

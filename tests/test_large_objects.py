@@ -12,8 +12,8 @@ import pytest
 
 import dbcompare
 from conftest import PROJECT_DIR, connect, execute, query
-from pgmigrate import copier, large_objects, state
-from pgmigrate.validate import Validator
+from pgmigrate.clone import copier, large_objects, state
+from pgmigrate.validation.validate import Validator
 
 BIG_OID, SMALL_OIDS = 910005, (910001, 910002, 910003, 910004)
 BIG_BYTES = 10 << 20
@@ -141,7 +141,7 @@ def test_an_interrupted_copy_resumes_without_losing_or_duplicating_large_objects
 RUNNER = """
 import json, re, resource, sys
 sys.path.insert(0, {module_utils!r})
-from pgmigrate import copier
+from pgmigrate.clone import copier
 args = json.loads(sys.stdin.read())
 copier.migrate(args["src"], args["dst"], artifacts_dir=args["artifacts"], workers=2)
 with open("/proc/self/status") as status:

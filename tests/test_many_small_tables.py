@@ -15,9 +15,10 @@ import pytest
 
 import dbcompare
 from conftest import PROJECT_DIR, connect, execute, make_role, query
-from pgmigrate import catalog, copier, source_sessions
-from pgmigrate.catalog import STATE_SCHEMA
-from pgmigrate.validate import DIGEST_BATCH_TABLES, ValidationError, Validator
+from pgmigrate.clone import copier, source_sessions
+from pgmigrate.common import catalog
+from pgmigrate.common.catalog import STATE_SCHEMA
+from pgmigrate.validation.validate import DIGEST_BATCH_TABLES, ValidationError, Validator
 
 TABLES = 240
 

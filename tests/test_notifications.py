@@ -1,4 +1,4 @@
-"""Run notifications (callback_plugins/migration_notify.py, module_utils/pgmigrate/notify.py).
+"""Run notifications (callback_plugins/migration_notify.py, module_utils/pgmigrate/notify/notify.py).
 
 Real parts only: ansible-playbook runs against the embedded servers, an SMTP sink speaking SMTP on a
 loopback port (with AUTH PLAIN, so a vaulted login is seen arriving), and an HTTP receiver. Outcomes
@@ -19,7 +19,7 @@ from smtp_sink import SmtpSink
 
 from cdp_reference import generate
 from conftest import PROJECT_DIR, write_inventory
-from pgmigrate import notify
+from pgmigrate.notify import notify
 
 VENV_BIN = PROJECT_DIR / ".venv" / "bin"
 SMTP_PASSWORD = "smtp-Pa55-never-shown-7d41"

@@ -6,7 +6,7 @@ import json
 import pathlib
 
 from conftest import execute
-from pgmigrate import assess, copier
+from pgmigrate.clone import assess, copier
 
 TABLES = 25
 SEQUENCES_BEHIND = 14

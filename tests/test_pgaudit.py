@@ -18,7 +18,7 @@ import pytest
 from cdp_reference import generate
 from conftest import PROJECT_DIR, execute, query, write_inventory
 from faultlib import ThrowawayCluster
-from pgmigrate import post_checks
+from pgmigrate.appchecks import post_checks
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 CREDENTIALS_KEY = "hardening-key-6f1d0c"  # noqa: S105 (a test key, looked for in the server's log)

@@ -1,8 +1,8 @@
 """The planner: levels, cycles, self-references, splitting, and the documented-order check."""
 
 from conftest import connect
-from pgmigrate import planner
-from pgmigrate.catalog import read_catalog
+from pgmigrate.common import planner
+from pgmigrate.common.catalog import read_catalog
 
 
 def fk(child, parent, name=None):

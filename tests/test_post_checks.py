@@ -22,8 +22,8 @@ from smtp_sink import SmtpSink
 import dbcompare
 from cdp_reference import generate
 from conftest import PROJECT_DIR, ScratchDatabases, _server, execute, query, write_inventory
-from pgmigrate import post_checks
-from pgmigrate.copier import migrate
+from pgmigrate.appchecks import post_checks
+from pgmigrate.clone.copier import migrate
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 REFERENCE_DOMAINS = ["gmail.com", "acme-retail.com", "outlook.com", "example.org", "yahoo.co.jp", "web.de",

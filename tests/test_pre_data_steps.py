@@ -1,4 +1,4 @@
-"""The pre-data restore in steps, several at once (module_utils/pgmigrate/pre_data.py): the target's schema is
+"""The pre-data restore in steps, several at once (module_utils/pgmigrate/clone/pre_data.py): the target's schema is
 the source's (pg_dump's own text, independent_compare), on a schema that mixes what the waves take with what
 they must leave to the last step; a function among the tables keeps the restore in one transaction; an
 interrupted step restore resumes at its first unfinished step."""
@@ -11,7 +11,7 @@ import test_corpus
 
 import independent_compare
 from conftest import execute
-from pgmigrate import copier, pre_data
+from pgmigrate.clone import copier, pre_data
 
 TABLES = 12
 

@@ -12,7 +12,7 @@ import yaml
 import dbcompare
 from cdp_reference import generate
 from conftest import PROJECT_DIR, execute, query, write_inventory
-from pgmigrate.validate import Validator
+from pgmigrate.validation.validate import Validator
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 CORE_CHECKS = {"schema", "row_counts", "content", "orphans", "sequences"}

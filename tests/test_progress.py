@@ -4,7 +4,7 @@ changes, the final state), it is always complete and never makes a writer fail."
 import json
 import threading
 
-from pgmigrate.progress import Progress
+from pgmigrate.clone.progress import Progress
 
 
 def test_concurrent_writes_neither_fail_nor_leave_a_partial_file(tmp_path):

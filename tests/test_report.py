@@ -1,4 +1,4 @@
-"""Validation reports (module_utils/pgmigrate/report.py): the three files, a self-contained and escaped
+"""Validation reports (module_utils/pgmigrate/validation/report.py): the three files, a self-contained and escaped
 HTML page, failing checks first, and the one-line failure message."""
 
 import json
@@ -7,7 +7,8 @@ import re
 import pytest
 
 from conftest import connect
-from pgmigrate import app_checks, report
+from pgmigrate.appchecks import app_checks
+from pgmigrate.validation import report
 
 HOSTILE = '<script>alert("x")</script> & | `code` *bold* [link]'
 

@@ -1,6 +1,6 @@
 """The backup a data rollback restores is the target's state before the migration's first attempt
 (issue 15): attempts interrupted during the copy, reruns, retention and the rollback through real
-ansible-playbook runs; and the rollback point's rules (module_utils/pgmigrate/rollback_point.py) alone."""
+ansible-playbook runs; and the rollback point's rules (module_utils/pgmigrate/backup/rollback_point.py) alone."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 
 from conftest import PROJECT_DIR, execute, query, write_inventory
 from faultlib import ANSIBLE_PLAYBOOK, database_state, run_playbook
-from pgmigrate import rollback_point
+from pgmigrate.backup import rollback_point
 
 
 def output(result):

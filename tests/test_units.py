@@ -1,8 +1,8 @@
-"""One size style in everything a run prints: pg_size_pretty's units (module_utils/pgmigrate/units.py)."""
+"""One size style in everything a run prints: pg_size_pretty's units (module_utils/pgmigrate/common/units.py)."""
 
 import pytest
 
-from pgmigrate.units import human_bytes
+from pgmigrate.common.units import human_bytes
 
 
 @pytest.mark.parametrize("count, text", [

@@ -7,8 +7,8 @@ import pytest
 import dbcompare
 from cdp_reference import generate
 from conftest import ScratchDatabases, connect
-from pgmigrate import copier
-from pgmigrate.validate import validate
+from pgmigrate.clone import copier
+from pgmigrate.validation.validate import validate
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_uuid_buckets_follow_key_order_and_cover_every_key(db_pair):
     index must hold exactly the rows the grouped scan counted in it."""
     from psycopg2 import sql
 
-    from pgmigrate.validate import _uuid_bound, _uuid_bucket_expression, _uuid_ranges_condition
+    from pgmigrate.validation.validate import _uuid_bound, _uuid_bucket_expression, _uuid_ranges_condition
 
     src, _ = db_pair
     conn = connect(src)
@@ -151,7 +151,7 @@ def test_uuid_buckets_follow_key_order_and_cover_every_key(db_pair):
 def test_the_failure_message_names_what_differs_in_each_failing_check(faulty, tmp_path):
     """The message of the module and of the role's fail task (what an AWX job log shows) names each
     failing check's first differences, not only its tables."""
-    from pgmigrate.validation_run import run_validation
+    from pgmigrate.validation.validation_run import run_validation
 
     src, dst = faulty
     break_target(dst, ["ALTER TABLE app.unique_no_pk DROP CONSTRAINT unique_no_pk_code_key",

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from conftest import connect, execute, make_role, query
-from pgmigrate import copier
-from pgmigrate import validate as validate_module
-from pgmigrate.validate import ValidationError, validate
+from pgmigrate.clone import copier
+from pgmigrate.validation import validate as validate_module
+from pgmigrate.validation.validate import ValidationError, validate
 
 MY_CHECKS = ("schema", "row_counts", "content", "orphans", "sequences")
 

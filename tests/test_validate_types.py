@@ -11,8 +11,8 @@ import uuid
 import pytest
 
 from conftest import ScratchDatabases, connect, execute
-from pgmigrate import copier
-from pgmigrate.validate import validate
+from pgmigrate.clone import copier
+from pgmigrate.validation.validate import validate
 
 MY_CHECKS = ("schema", "row_counts", "content", "orphans", "sequences")
 

@@ -31,7 +31,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from .connection import connect, friendly_connect_error
+from ..common.connection import connect, friendly_connect_error
 
 # Offending rows named per rule (the count is always complete).
 MAX_KEYS_SHOWN = 20

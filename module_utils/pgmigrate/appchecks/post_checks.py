@@ -30,6 +30,8 @@ import urllib.request
 import psycopg2
 from psycopg2 import sql
 
+from ..common.connection import connect, friendly_connect_error
+from ..common.session import quiet_statement_logging
 from .app_checks import (
     _counts_summary,
     _finish,
@@ -44,7 +46,6 @@ from .app_checks import (
     plaintext_reason,
     statement_timeout_for,
 )
-from .connection import connect, friendly_connect_error
 
 # --- HTTP checks -----------------------------------------------------------------------------------------
 
@@ -392,39 +393,6 @@ def check_security(target_params, encrypted_columns, password_hash_columns):
 
 
 # --- hardening -------------------------------------------------------------------------------------------
-
-
-# Settings that would write a statement (and so the pgcrypto key it carries) to the server's log: turned
-# off for the hardening's own transaction. Each needs a superuser (or GRANT SET ON PARAMETER); when a
-# login may not change one that the server has on, harden_credentials refuses before sending the key.
-QUIET_STATEMENT_SETTINGS = (("log_statement", "none"), ("log_min_duration_statement", "-1"),
-                            ("log_min_duration_sample", "-1"), ("log_min_error_statement", "panic"),
-                            ("pgaudit.log", "none"))
-
-
-def quiet_statement_logging(cur):
-    """SET LOCAL each of QUIET_STATEMENT_SETTINGS that this login may change (inside the caller's
-    transaction). Returns what still logs statements that change data (e.g. "log_statement = all"): the
-    settings this login could not change and the server has on; [] when no statement will be logged."""
-    still_logging = []
-    for name, value in QUIET_STATEMENT_SETTINGS:
-        cur.execute("SAVEPOINT quiet_logging")
-        try:
-            cur.execute("SELECT set_config(%s, %s, true)", (name, value))
-            cur.execute("RELEASE SAVEPOINT quiet_logging")
-            continue
-        except psycopg2.Error:
-            cur.execute("ROLLBACK TO SAVEPOINT quiet_logging")
-        cur.execute("SELECT current_setting(%s, true)", (name,))
-        current = (cur.fetchone()[0] or "").strip().lower()
-        logs = {"log_statement": current in ("mod", "all"),
-                "log_min_duration_statement": current not in ("", "-1"),
-                "log_min_duration_sample": current not in ("", "-1"),
-                "pgaudit.log": bool(set(re.split(r"\s*,\s*", current)) & {"write", "all"}),
-                }.get(name, False)
-        if logs:
-            still_logging.append(f"{name} = {current}")
-    return still_logging
 
 
 def harden_credentials(conn, rules, key, check_mode=False):

@@ -31,8 +31,8 @@ import time
 import psycopg2
 from psycopg2 import sql
 
-from .connection import connect, describe, friendly_connect_error, libpq_environment
-from .schema import find_tool
+from ..clone.schema import find_tool
+from ..common.connection import connect, describe, friendly_connect_error, libpq_environment
 
 KINDS = ("schema-only", "data-only", "complete")
 # Kinds that hold the table data (the others hold only the schema).

@@ -5,9 +5,10 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import catalog as catalog_module
-from . import completion, planner, preflight, state
-from .connection import describe
+from ..common import catalog as catalog_module
+from ..common import planner, preflight
+from ..common.connection import describe
+from . import completion, state
 from .progress import human_bytes, human_seconds
 
 

@@ -12,9 +12,9 @@ import time
 
 from psycopg2 import sql
 
-from .batching import consecutive_groups
-from .connection import describe
-from .preflight import PreflightError
+from ..common.batching import consecutive_groups
+from ..common.connection import describe
+from ..common.preflight import PreflightError
 
 FILE = "completed-runs.json"
 COUNT_BATCH = 100

@@ -23,22 +23,10 @@ import psycopg2
 from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
-from . import catalog as catalog_module
-from . import (
-    column_extremes,
-    completion,
-    copy_options,
-    database_settings,
-    large_objects,
-    overwrite,
-    planner,
-    pre_data,
-    preflight,
-    schema,
-    source_sessions,
-    state,
-)
-from .connection import describe, libpq_environment
+from ..common import catalog as catalog_module
+from ..common import column_extremes, database_settings, planner, preflight, triggers
+from ..common.connection import describe, libpq_environment
+from . import completion, copy_options, large_objects, overwrite, pre_data, schema, source_sessions, state
 from .progress import Progress
 
 PIPE_SIZE = 1 << 20
@@ -758,7 +746,7 @@ class Engine:
                     sql.SQL(table["qualname"]), column_list, sql.SQL(options))
                 streamed = transfer.run(cur, copy_sql.as_string(target_conn))
                 rows = cur.rowcount
-                self._restore_triggers_locally(cur, table, disabled_triggers)
+                triggers.restore_triggers_locally(cur, disabled_triggers)
                 if self.options["schema_mode"] == "existing" and forced_rls:
                     cur.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(sql.SQL(table["qualname"])))
                 for name, definition in unvalidated:
@@ -801,13 +789,7 @@ class Engine:
         if self.replication_role:
             cur.execute("SET LOCAL session_replication_role = replica")
             return []
-        cur.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal "
-                    "AND tgenabled <> 'D' ORDER BY tgname", (table["qualname"],))
-        names = [r[0] for r in cur.fetchall()]
-        for name in names:
-            cur.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(sql.SQL(table["qualname"]),
-                                                                           sql.Identifier(name)))
-        return names
+        return triggers.disable_user_triggers_locally(cur, table["qualname"])
 
     def _unforce_row_security_locally(self, cur, table):
         """FORCE ROW LEVEL SECURITY subjects even the owner to the policies, and copied rows must not be
@@ -828,11 +810,6 @@ class Engine:
             cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                 sql.SQL(table["qualname"]), sql.Identifier(name)))
         return constraints
-
-    def _restore_triggers_locally(self, cur, table, names):
-        for name in names:
-            cur.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(sql.SQL(table["qualname"]),
-                                                                          sql.Identifier(name)))
 
     def _table(self, qualname):
         if not hasattr(self, "_tables_by_name"):

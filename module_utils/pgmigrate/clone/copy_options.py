@@ -6,7 +6,7 @@ DOCUMENTATION as text, so it stays written out). Sizes have one spelling, the se
 gets them in bytes.
 """
 
-from .module_args import parse_size
+from ..common.module_args import parse_size
 
 # name: the module's argument spec of the option (type, default, choices, elements).
 OPTIONS = {

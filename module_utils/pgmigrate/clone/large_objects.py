@@ -13,8 +13,8 @@ import time
 from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
-from .batching import consecutive_groups
-from .connection import connect
+from ..common.batching import consecutive_groups
+from ..common.connection import connect
 
 CHUNK_SIZE = 1 << 20
 BATCH_BYTES = 64 << 20

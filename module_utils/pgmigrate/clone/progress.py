@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 
-from .units import human_bytes
+from ..common.units import human_bytes
 
 
 def human_seconds(seconds):

@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 
-from .connection import libpq_environment
+from ..common.connection import libpq_environment
 
 HEADER = re.compile(
     r"^--\n-- Name: (?P<name>.*?); Type: (?P<type>[A-Z ]+); Schema: (?P<schema>.*?)(?:; Owner: (?P<owner>.*?))?"

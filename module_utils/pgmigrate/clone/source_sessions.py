@@ -12,7 +12,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 
-from .connection import connect
+from ..common.connection import connect
 
 # Whole tables up to this size (pg_table_size at planning) are copied in-process.
 IN_PROCESS_MAX_BYTES = 8 << 20

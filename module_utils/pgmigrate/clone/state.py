@@ -10,7 +10,7 @@ import json
 
 from psycopg2 import sql
 
-from .catalog import STATE_SCHEMA
+from ..common.catalog import STATE_SCHEMA
 
 STATE_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {STATE_SCHEMA};

@@ -31,9 +31,10 @@ import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import Json
 
-from . import catalog as catalog_module
-from . import masking, planner
-from .connection import connect, describe
+from ..common import catalog as catalog_module
+from ..common import planner, preflight, triggers
+from ..common.connection import connect, describe
+from . import masking
 
 POLICIES = ("copy", "merge", "preserve", "skip")
 SESSION_SETTINGS = (
@@ -538,7 +539,8 @@ class Sync:
                 for statement in SESSION_SETTINGS:
                     source_cur.execute(statement)
                     target_cur.execute(statement)
-                if same_database(_server_identity(source_cur), _server_identity(target_cur)):
+                identities = preflight.server_identity(source_conn), preflight.server_identity(target_conn)
+                if preflight.same_database(*identities):
                     raise SyncError("the source and the target are the same database; check the inventory")
                 target_cur.execute("SET LOCAL lock_timeout = %s", (self.lock_timeout,))
                 target_cur.execute("SET CONSTRAINTS ALL DEFERRED")
@@ -567,7 +569,8 @@ class Sync:
         for table in sorted(changing, key=lambda t: t["table"]):
             mode = "ACCESS EXCLUSIVE" if table["table"] in dropping else "EXCLUSIVE" if t_changes(table) else "SHARE"
             target_cur.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(_qual(table["table"]), sql.SQL(mode)))
-        disabled_triggers = self._disable_triggers_locally(target_cur, [t for t in tables if t_changes(t)])
+        disabled_triggers = [trigger for t in tables if t_changes(t)
+                             for trigger in triggers.disable_user_triggers_locally(target_cur, t["table"])]
         for fk in cycle_keys:
             target_cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                 _qual(fk["child"]), sql.Identifier(fk["name"])))
@@ -643,9 +646,7 @@ class Sync:
                 if lost:
                     failures.append(f"{table['table']} (merge) would lose {lost} of its own rows (a cascade from a "
                                     "copied table): give it the policy of the table it refers to")
-        for qualname, name, enabled in disabled_triggers:
-            target_cur.execute(sql.SQL("ALTER TABLE {} ENABLE {}TRIGGER {}").format(
-                _qual(qualname), sql.SQL({"A": "ALWAYS ", "R": "REPLICA "}.get(enabled, "")), sql.Identifier(name)))
+        triggers.restore_triggers_locally(target_cur, disabled_triggers)
         sequences = _sync_sequences(source_cur, target_cur, self.plan)
         try:
             updates = apply_updates(target_cur, self.plan, self.updates)
@@ -669,20 +670,6 @@ class Sync:
                     from None
             self.log(f"foreign key {fk['name']} of the cycle added back and validated")
 
-    @staticmethod
-    def _disable_triggers_locally(cur, tables):
-        """Synced rows must not fire the target's own triggers (an updated_at or an audit trigger would
-        change what was copied). Disabled inside this transaction only: no other session ever sees it."""
-        disabled = []
-        for table in tables:
-            cur.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal "
-                        "AND tgenabled <> 'D' ORDER BY tgname", (table["table"],))
-            for name, enabled in cur.fetchall():
-                cur.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(_qual(table["table"]),
-                                                                               sql.Identifier(name)))
-                disabled.append((table["table"], name, enabled))
-        return disabled
-
     def _verify_copies(self, source_cur, target_cur, entries):
         failures = []
         for table in self.plan["tables"]:
@@ -704,26 +691,6 @@ def t_changes(table):
 
 def _stage_name(table, what):
     return sql.Identifier(f"_pgmigrate_{what}_{table['number']}")
-
-
-def _server_identity(cur):
-    """(system identifier or None, address, port, database) of the server behind cur."""
-    cur.execute("SAVEPOINT identity")
-    try:
-        cur.execute("SELECT system_identifier FROM pg_control_system()")
-        system_identifier = cur.fetchone()[0]
-        cur.execute("RELEASE SAVEPOINT identity")
-    except psycopg2.Error:  # pg_control_system() may be refused to a login without pg_monitor
-        cur.execute("ROLLBACK TO SAVEPOINT identity")
-        system_identifier = None
-    cur.execute("SELECT inet_server_addr()::text, inet_server_port(), current_database()")
-    return (system_identifier, *cur.fetchone())
-
-
-def same_database(first, second):
-    if first[0] is not None and second[0] is not None:
-        return first[0] == second[0] and first[3] == second[3]
-    return first[1] is not None and first[1:] == second[1:]
 
 
 def read_catalogs(source, target, include_schemas=(), exclude_schemas=()):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from .units import human_bytes
+from ..common.units import human_bytes
 
 REDACTED = "********"
 

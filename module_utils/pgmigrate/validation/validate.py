@@ -21,10 +21,11 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from . import catalog as catalog_module
-from . import column_extremes, validate_large_objects
-from .batching import consecutive_groups
-from .connection import connect, describe
+from ..common import catalog as catalog_module
+from ..common import column_extremes
+from ..common.batching import consecutive_groups
+from ..common.connection import connect, describe
+from . import validate_large_objects
 
 BUCKETS = 1024
 BUCKETS_PER_PASS = 32

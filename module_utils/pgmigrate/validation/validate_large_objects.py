@@ -13,8 +13,9 @@ missing one reported as "database setting search_path missing in the target".
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import database_settings, large_objects
-from .connection import describe
+from ..clone import large_objects
+from ..common import database_settings
+from ..common.connection import describe
 
 DIGEST_CHUNK = 1 << 20
 DIGEST_BATCH = 200

@@ -3,8 +3,9 @@ the reports. Shared by the pg_migration_validate module and the benchmark."""
 
 import time
 
-from . import app_checks, report
-from .preflight import connect_or_explain
+from ..appchecks import app_checks
+from ..common.preflight import connect_or_explain
+from . import report
 from .validate import Validator
 
 

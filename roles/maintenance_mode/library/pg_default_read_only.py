@@ -72,6 +72,7 @@ check: {description: "How writes were checked: method (session, catalog or none)
 import traceback  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pgmigrate.common.module_args import connection_argument, connection_options  # noqa: E402
 
 try:
     import psycopg2
@@ -83,8 +84,7 @@ except ImportError:
     IMPORT_ERROR = traceback.format_exc()
 
 SETTING = "default_transaction_read_only"
-CONNECTION_KEYS = ("host", "port", "dbname", "user", "password", "sslmode", "sslrootcert", "sslcert", "sslkey",
-                   "connect_timeout")
+CONNECTION_KEYS = tuple(connection_options())
 TRUE_VALUES = ("on", "true", "yes", "1")
 
 
@@ -166,18 +166,7 @@ def probe(login, user=None, password=None):
 def main():
     module = AnsibleModule(
         argument_spec={
-            "login": {"type": "dict", "required": True, "options": {
-                "host": {"type": "str", "required": True},
-                "port": {"type": "int", "default": 5432},
-                "dbname": {"type": "str", "required": True},
-                "user": {"type": "str", "required": True},
-                "password": {"type": "str", "no_log": True},
-                "sslmode": {"type": "str"},
-                "sslrootcert": {"type": "path"},
-                "sslcert": {"type": "path"},
-                "sslkey": {"type": "path", "no_log": False},
-                "connect_timeout": {"type": "int", "default": 10},
-            }},
+            "login": connection_argument(),
             "scope": {"type": "str", "choices": ["role", "database"], "default": "role"},
             "role": {"type": "str"},
             "state": {"type": "str", "choices": ["query", "read_only", "restored"], "default": "query"},

@@ -1,0 +1,1 @@
+"""Everything that knows the application (the CDP): its security and performance checks, post-migration checks."""

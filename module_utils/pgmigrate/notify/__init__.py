@@ -1,0 +1,1 @@
+"""Run summaries by email and webhook."""

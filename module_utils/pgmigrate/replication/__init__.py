@@ -1,0 +1,1 @@
+"""The zero-downtime path: logical replication from the source, cutover, cleanup."""

@@ -1,0 +1,1 @@
+"""Phase 6: proving the target equals the source, and the reports."""
