@@ -1,0 +1,111 @@
+"""The schema step: the pre-data restore (copy mode) or the existing schema's preparation, and the
+post-data entries split for the later steps."""
+
+import os
+
+from psycopg2 import sql
+
+from ..common import catalog as catalog_module
+from ..common import preflight
+from . import pre_data, schema, source_sessions, state
+from .errors import MigrationError
+
+
+class SchemaStep:
+    """A step of copier.Engine: the run's context (options, plan, state, progress) is the engine's."""
+
+    @staticmethod
+    def _target_schemas(conn):
+        """The target's schema names: a dump limited to some schemas creates them, and public exists."""
+        with conn.cursor() as cur:
+            cur.execute("SELECT nspname FROM pg_namespace")
+            names = {row[0] for row in cur.fetchall()}
+        conn.rollback()
+        return names
+
+    def _phase_pre_data(self):
+        self._enter_phase("schema", "pre-data (types, tables, functions, views)")
+        dump_path = os.path.join(self.run_dir, "schema.dump")
+        exclude = list(self.options["exclude_schemas"]) + [catalog_module.STATE_SCHEMA]
+        if not os.path.exists(dump_path):
+            schema.dump_schema(self.source, dump_path + ".tmp", snapshot=self.snapshot_id,
+                               schemas=self.options["include_schemas"], exclude_schemas=exclude)
+            os.replace(dump_path + ".tmp", dump_path)
+        if "schema:pre-data" not in self.done:
+            conn = self._connect("target")
+            steps_plan = self._pre_data_steps(dump_path, conn)
+            if steps_plan:  # many tables: in steps, several at once, each recording itself done
+                pre_data.StepRestore(
+                    self.target, dump_path, self.run_id, self.options["no_owner"], self.options["no_privileges"],
+                    self._extension_versions_to_pin(conn), quote=lambda composed: composed.as_string(conn),
+                ).run(steps_plan, self.done)
+            # In one transaction; if it committed before a crash, the tables exist.
+            elif not preflight.existing_user_tables(conn, self.catalog["schemas"]):
+                schema.restore_pre_data(self.target, dump_path, self.options["no_owner"],
+                                        self.options["no_privileges"], self._extension_versions_to_pin(conn),
+                                        existing_schemas=self._target_schemas(conn))
+            with conn.cursor() as cur:
+                state.mark_done(cur, self.run_id, "schema:pre-data")
+            conn.commit()
+            conn.close()
+            self._event("pre-data schema restored")
+        text = schema.post_data_sql(dump_path, self.target, self.options["no_owner"], self.options["no_privileges"])
+        index_tables = {(i["schema"], i["name"]): i["table"] for i in self.catalog["indexes"]}
+        self.post_entries, self.post_settings = schema.split_post_data(text, index_tables)
+        schema.build_keys_index_first(self.post_entries, self.catalog.get("key_indexes", []))
+
+    def _pre_data_steps(self, dump_path, conn):
+        """The pre-data restore's steps (pre_data.plan), or None for one transaction. Decided once per run
+        and saved beside the dump: a resumed restore finishes the steps it began."""
+        path = dump_path + ".steps.json"
+        begun = sorted(step for step in self.done if step.startswith(pre_data.STEP_PREFIX))
+        if begun and not os.path.exists(path):
+            raise MigrationError(
+                f"the pre-data restore was interrupted after its steps {', '.join(begun)}, and its plan {path} is "
+                "gone (a new artifacts directory?): rerun with migration_target_overwrite=true and "
+                "migration_restart=true to copy again from the start")
+
+        def make():
+            listing = schema.toc_lines(self.target, dump_path, self._target_schemas(conn))
+            with source_sessions.session_in_snapshot(self.source, self.snapshot_id, "pgmigrate pre-data plan") \
+                    as source_conn, source_conn.cursor() as cur:
+                cur.execute(pre_data.WAVE_RELATIONS)
+                relations = dict(cur.fetchall())
+            return pre_data.plan(listing, relations, min(self.options["workers"], pre_data.MAX_GROUPS))
+        return pre_data.load_or_make(path, make)
+
+    def _extension_versions_to_pin(self, conn):
+        """{name: source version} of the extensions the pre-data restore will create (the target lacks
+        them) whose source version is not the target's default: pg_dump does not write versions."""
+        with conn.cursor() as cur:
+            cur.execute("SELECT a.name, a.default_version FROM pg_available_extensions a"
+                        " WHERE a.installed_version IS NULL")
+            defaults = dict(cur.fetchall())
+        conn.rollback()
+        return {e["name"]: e["version"] for e in self.catalog.get("extensions", [])
+                if e["name"] in defaults and e["version"] != defaults[e["name"]]}
+
+    def _phase_existing_prepare(self):
+        self.post_entries = []
+        self._enter_phase("prepare", "existing schema: checking triggers and foreign keys")
+        if self.replication_role:
+            self._event("target role may set session_replication_role=replica: triggers and FK checks are off "
+                        "for the copy's own transactions; integrity is validated afterwards")
+            return
+        cycle_tables = {t for c in self.plan["cycles"] for t in c["tables"]}
+        conn = self._connect("target")
+        with conn.cursor() as cur:
+            for fk in self.catalog["foreign_keys"]:
+                if fk["child"] in cycle_tables and fk["parent"] in cycle_tables and not fk["self_reference"]:
+                    cur.execute(
+                        "SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
+                        (fk["child"], fk["name"]))
+                    if cur.fetchone():
+                        cur.execute(
+                            f"INSERT INTO {catalog_module.STATE_SCHEMA}.dropped_constraint VALUES (%s, %s, %s, %s) "
+                            "ON CONFLICT DO NOTHING", (self.run_id, fk["child"], fk["name"], fk["definition"]))
+                        cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                            sql.SQL(fk["child"]), sql.Identifier(fk["name"])))
+                        self._event(f"cycle: dropped {fk['name']} on {fk['child']} for the load (kept in state)")
+        conn.commit()
+        conn.close()

@@ -1,0 +1,78 @@
+"""The sequences: set in one statement, then checked against the columns they feed."""
+
+import os
+
+import psycopg2
+
+from ..common import catalog as catalog_module
+from ..common import column_extremes
+from . import state
+
+# Sequence problems shown as warnings; any more are listed in the run's sequence_problems.txt.
+SEQUENCE_WARNINGS_SHOWN = 10
+
+
+class SequencesStep:
+    """A step of copier.Engine: the run's context (options, plan, state, progress) is the engine's."""
+
+    def _phase_sequences(self):
+        self._enter_phase("sequences", f"{len(self.catalog['sequences'])} sequences")
+        if "sequences" in self.done:
+            return
+        conn = self._connect("target")
+        with conn.cursor() as cur:
+            # One statement for all: a round trip each was 0.8 s on 2,400 sequences.
+            sequences = self.catalog["sequences"]
+            cur.execute("SELECT count(setval(q::regclass, v, c)) FROM unnest(%s::text[], %s::bigint[], %s::bool[]) "
+                        "AS t(q, v, c)", ([s["qualname"] for s in sequences], [s["last_value"] for s in sequences],
+                                          [s["is_called"] for s in sequences]))
+            state.mark_done(cur, self.run_id, "sequences")
+        conn.commit()
+        conn.close()
+
+    def _phase_sequence_check(self):
+        """Every sequence must not hand out a value already used by a column it feeds."""
+        conn = self._connect("target")
+        sequences = [dict(seq) for seq in self.catalog["sequences"]]
+        with conn.cursor() as cur:
+            catalog_module.read_sequence_states(cur, sequences)
+
+            def run(_feeds, statement):
+                try:
+                    cur.execute(statement)
+                    return cur.fetchall()
+                except psycopg2.Error:
+                    conn.rollback()  # the next statement (each column alone) in a transaction of its own
+                    raise
+            feeds = [(f["table"], f["column"], True) for seq in sequences if seq["increment"] > 0 for f in seq["feeds"]]
+            sizes = {t["qualname"]: t["table_bytes"] for t in self.catalog["tables"]}
+            maxima = column_extremes.read(feeds, sizes, run)
+        conn.rollback()
+        conn.close()
+        problems = []
+        for seq, source in zip(sequences, self.catalog["sequences"], strict=True):
+            last_value, is_called = seq["last_value"], seq["is_called"]
+            if (last_value, is_called) != (source["last_value"], source["is_called"]):
+                problems.append(f"{seq['qualname']} is ({last_value}, {is_called}) on the target but "
+                                f"({source['last_value']}, {source['is_called']}) on the source")
+            next_value = last_value + seq["increment"] if is_called else last_value
+            for feed in seq["feeds"] if seq["increment"] > 0 else ():
+                maximum = maxima[(feed["table"], feed["column"], True)]
+                if maximum is not None and next_value <= maximum:
+                    problems.append(
+                        f"{seq['qualname']} would next give {next_value} but {feed['table']}.{feed['column']} "
+                        f"already holds {maximum} (as on the source): fix with SELECT setval('{seq['qualname']}', "
+                        f"{maximum})")
+        self.warnings.extend(self._sequence_warnings(problems))
+
+    def _sequence_warnings(self, problems):
+        """The first SEQUENCE_WARNINGS_SHOWN problems as warnings; all of them, when there are more, in the
+        run's sequence_problems.txt (a database of thousands of tables would print thousands of lines)."""
+        if len(problems) <= SEQUENCE_WARNINGS_SHOWN:
+            return problems
+        path = os.path.join(self.run_dir, "sequence_problems.txt")
+        with open(path, "w") as handle:
+            handle.write("\n".join(problems) + "\n")
+        return problems[:SEQUENCE_WARNINGS_SHOWN] + [
+            f"... and {len(problems) - SEQUENCE_WARNINGS_SHOWN} more sequence problem(s): all "
+            f"{len(problems)}, each with its fix, in {path}"]

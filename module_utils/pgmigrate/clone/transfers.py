@@ -1,0 +1,81 @@
+"""How a table part's rows reach the target's COPY: a small table through the worker's source session,
+a larger one streamed from a psql process on the source through an OS pipe."""
+
+import fcntl
+import os
+import subprocess
+
+from ..common.connection import libpq_environment
+from . import source_sessions
+from .errors import MigrationError, SourceStreamError
+
+PIPE_SIZE = 1 << 20
+CHUNK_SIZE = 1 << 20
+F_SETPIPE_SZ = 1031
+
+
+class InProcessTransfer:
+    """A small table through the worker's source session (source_sessions.copy_through_spool)."""
+
+    def __init__(self, engine, worker, table_name, table, fmt):
+        self.engine, self.worker, self.table_name, self.table, self.fmt = engine, worker, table_name, table, fmt
+        self.streamed = 0
+
+    def run(self, target_cur, copy_in_sql):
+        if self.engine.abort.is_set():
+            raise MigrationError("aborted")
+        session = self.engine.source_sessions.get(self.worker)
+        self.streamed = source_sessions.copy_through_spool(
+            session, self.engine._copy_out_sql(self.table, None, self.fmt), target_cur, copy_in_sql)
+        self.engine.progress.add_bytes(self.table_name, self.streamed)
+        return self.streamed
+
+    def failed(self):
+        self.engine.source_sessions.discard(self.worker)
+
+    def close(self):
+        pass
+
+
+class StreamingTransfer:
+    """A table (or a part of one) streamed from a psql process on the source into the target's COPY."""
+
+    def __init__(self, engine, worker, table_plan, table, part, fmt):
+        self.engine, self.table_plan, self.table = engine, table_plan, table
+        self.streamed = 0
+        env = libpq_environment(engine.source, f"pgmigrate worker {worker}")
+        if fmt == "text":
+            env["PGCLIENTENCODING"] = "UTF8"
+        self.proc = subprocess.Popen(engine._source_command(table, part, fmt), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env, bufsize=0)
+        try:
+            fcntl.fcntl(self.proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
+
+    def read(self, size=-1):
+        if self.engine.abort.is_set():
+            raise MigrationError("aborted")
+        data = os.read(self.proc.stdout.fileno(), CHUNK_SIZE if size is None or size < 0 else size)
+        self.streamed += len(data)
+        self.engine.progress.add_bytes(self.table_plan["table"], len(data))
+        return data
+
+    readline = read
+
+    def run(self, target_cur, copy_in_sql):
+        target_cur.copy_expert(copy_in_sql, self, size=CHUNK_SIZE)
+        if self.proc.wait() != 0:
+            message = self.proc.stderr.read().decode(errors="replace").strip()
+            raise SourceStreamError(f"reading {self.table['qualname']} from the source failed: {message}")
+        return self.streamed
+
+    def failed(self):
+        pass
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
