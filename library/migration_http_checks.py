@@ -2,7 +2,7 @@
 """Ansible module: the plan's functional checks and page-load limits against the running application."""
 
 DOCUMENTATION = r"""
-module: cdp_post_checks_http
+module: migration_http_checks
 short_description: Call the application's endpoints, check each answer and time it
 description:
   - Each check is one HTTP call with an expected status and body (a substring, or a JSON subset), timed against
@@ -27,7 +27,7 @@ author: pgmigrate maintainers
 
 EXAMPLES = r"""
 - name: Functional checks
-  cdp_post_checks_http:
+  migration_http_checks:
     base_url: http://127.0.0.1:8000
     checks:
       - {name: health, url: /health, json_subset: {status: ok}}
@@ -62,7 +62,7 @@ def main():
         supports_check_mode=False,
     )
     if IMPORT_ERROR:
-        module.fail_json(msg="cdp_post_checks_http cannot load its module_utils", exception=IMPORT_ERROR)
+        module.fail_json(msg="migration_http_checks cannot load its module_utils", exception=IMPORT_ERROR)
     p = module.params
     checks = list(http_checks(p["base_url"], p["checks"], p["secrets"], p["max_seconds"], p["timeout"]))
     status = "fail" if any(c["status"] == "fail" for c in checks) else "pass"

@@ -2,7 +2,7 @@
 """Ansible module: watch the application's error log for a while after the cutover."""
 
 DOCUMENTATION = r"""
-module: cdp_log_watch
+module: migration_log_watch
 short_description: Fail on new error lines in log files or a systemd journal during a window
 description:
   - Reads the files from their current end (only lines written during the window count) and, at the end of the
@@ -28,7 +28,7 @@ author: pgmigrate maintainers
 
 EXAMPLES = r"""
 - name: Watch the error log for 24 hours
-  cdp_log_watch:
+  migration_log_watch:
     paths: [/var/log/cdp/errors.log]
     window_seconds: 86400
 """
@@ -65,10 +65,10 @@ def main():
         supports_check_mode=True,
     )
     if IMPORT_ERROR:
-        module.fail_json(msg="cdp_log_watch cannot load its module_utils", exception=IMPORT_ERROR)
+        module.fail_json(msg="migration_log_watch cannot load its module_utils", exception=IMPORT_ERROR)
     p = module.params
     if not p["paths"] and not p["journal_units"]:
-        module.fail_json(msg="cdp_log_watch needs paths or journal_units")
+        module.fail_json(msg="migration_log_watch needs paths or journal_units")
     if p["mark_only"]:
         module.exit_json(changed=False, mark=mark_error_logs(p["paths"]))
     check = watch_error_log(p["paths"], p["pattern"], p["window_seconds"], p["poll_seconds"], p["journal_units"],
