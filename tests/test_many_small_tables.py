@@ -69,7 +69,7 @@ def test_kill_9_among_the_small_tables_then_rerun_is_exact(small_tables, tmp_pat
     """Each small table's data, indexes, keys and ANALYZE commit together, recorded done together: a kill
     between or inside them leaves nothing half-done that the rerun would skip."""
     src, dst = small_tables
-    runner = ("import json, sys; sys.path.insert(0, {!r}); from pgmigrate import copier; "
+    runner = ("import json, sys; sys.path.insert(0, {!r}); from pgmigrate.clone import copier; "
               "a = json.loads(sys.stdin.read()); copier.migrate(a['src'], a['dst'], artifacts_dir=a['dir'], workers=2)"
               ).format(str(PROJECT_DIR / "module_utils"))
     proc = subprocess.Popen([sys.executable, "-c", runner], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
