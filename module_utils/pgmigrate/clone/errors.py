@@ -3,6 +3,8 @@
 import psycopg2
 from psycopg2 import errors as pg_errors
 
+from ..common.errors import PgmigrateError
+
 # A lost connection, a lock wait that ran out, a deadlock or a restarting server: the job is tried again.
 RETRYABLE = (
     psycopg2.OperationalError,
@@ -16,7 +18,7 @@ RETRYABLE = (
 )
 
 
-class MigrationError(Exception):
+class MigrationError(PgmigrateError):
     """A failure that stops the run; the message names what failed and how to go on."""
 
 

@@ -10,6 +10,8 @@ schema when the target has it (else the schema copy creates it with the schema).
 
 from psycopg2 import sql
 
+from ..common.errors import PgmigrateError
+
 SOURCE_EXTENSIONS = """
 SELECT e.extname, e.extversion, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE e.extname <> 'plpgsql' ORDER BY 1
@@ -33,7 +35,7 @@ FROM pg_roles WHERE rolname = current_user
 """
 
 
-class ExtensionsError(Exception):
+class ExtensionsError(PgmigrateError):
     pass
 
 

@@ -15,6 +15,7 @@ from psycopg2 import sql
 
 from ..common.batching import consecutive_groups
 from ..common.connection import connect
+from ..common.errors import PgmigrateError
 
 CHUNK_SIZE = 1 << 20
 BATCH_BYTES = 64 << 20
@@ -121,7 +122,7 @@ def _metadata_statements(lo, no_owner, no_privileges):
     return statements
 
 
-class MetadataError(Exception):
+class MetadataError(PgmigrateError):
     """A large object's owner or grantee is missing in the target."""
 
 

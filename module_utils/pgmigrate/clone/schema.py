@@ -13,6 +13,7 @@ import shutil
 import subprocess
 
 from ..common.connection import libpq_environment
+from ..common.errors import PgmigrateError
 
 HEADER = re.compile(
     r"^--\n-- Name: (?P<name>.*?); Type: (?P<type>[A-Z ]+); Schema: (?P<schema>.*?)(?:; Owner: (?P<owner>.*?))?"
@@ -27,7 +28,7 @@ EVENT_TRIGGER_TYPE = "EVENT TRIGGER"
 ALTER_TABLE = re.compile(r"^ALTER TABLE (?:ONLY )?(?P<table>.+?)\n", re.MULTILINE)
 
 
-class ToolError(Exception):
+class ToolError(PgmigrateError):
     pass
 
 

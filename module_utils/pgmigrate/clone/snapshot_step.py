@@ -2,7 +2,6 @@
 workers' source sessions read in it."""
 
 
-
 from . import source_sessions
 
 

@@ -3,7 +3,6 @@ large objects and database settings read and checked against the target login's 
 overwrite that makes room."""
 
 
-
 from ..common import database_settings, preflight
 from ..common.connection import describe
 from . import large_objects, overwrite

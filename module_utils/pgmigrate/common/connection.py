@@ -10,6 +10,8 @@ import os
 
 import psycopg2
 
+from .errors import PgmigrateError
+
 REQUIRED_KEYS = ("host", "port", "dbname", "user")
 OPTIONAL_KEYS = ("password", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")
 LIBPQ_ENVIRONMENT = {
@@ -27,7 +29,7 @@ LIBPQ_ENVIRONMENT = {
 DEFAULT_CONNECT_TIMEOUT = 10
 
 
-class ConfigError(Exception):
+class ConfigError(PgmigrateError):
     """Bad input: says what is wrong and how to fix it."""
 
 

@@ -14,6 +14,8 @@ would leave the new database refusing every write).
 from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
+from .errors import PgmigrateError
+
 # GUCs whose value is a list of identifiers, given element by element (as pg_dump does, fe_utils'
 # variable_is_guc_list_quote); any other value is given as one literal.
 LIST_QUOTE_SETTINGS = {"local_preload_libraries", "search_path", "session_preload_libraries",
@@ -30,7 +32,7 @@ ORDER BY 1 NULLS FIRST, c.position
 """
 
 
-class SettingsError(Exception):
+class SettingsError(PgmigrateError):
     """The target login may not apply a setting."""
 
 

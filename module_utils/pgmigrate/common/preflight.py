@@ -5,9 +5,10 @@ import psycopg2.errors
 
 from .catalog import STATE_SCHEMA, excluded_schemas
 from .connection import ConfigError, connect, describe, friendly_connect_error
+from .errors import PgmigrateError
 
 
-class PreflightError(Exception):
+class PreflightError(PgmigrateError):
     """The migration must not start; the message says why and how to fix it."""
 
 

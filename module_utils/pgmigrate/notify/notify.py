@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from ..common.errors import PgmigrateError
 from ..common.units import human_bytes
 
 REDACTED = "********"
@@ -456,7 +457,7 @@ class Delivery:
     attempts: int = 0
 
 
-class DeliveryError(Exception):
+class DeliveryError(PgmigrateError):
     """A delivery attempt failed; `retry` says whether another attempt may succeed."""
 
     def __init__(self, message, retry=True):
