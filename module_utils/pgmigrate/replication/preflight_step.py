@@ -1,0 +1,209 @@
+"""1. preflight: every check that could make the run fail or harm the source, before anything changes."""
+
+
+import psycopg2
+from psycopg2 import sql
+
+from ..common.connection import describe
+from ..common.session import quiet_statement_logging
+from .errors import LogicalError
+from .names import MAX_IDENTIFIER, conninfo
+
+
+class PreflightStep:
+    """A step of logical.ZeroDowntimeRun: the run's context (connections, names, state) is the run's."""
+
+    def preflight(self):
+        """Read-only checks. Returns {"problems": [...], "notes": [...], "resume": bool, "plan": {...}}."""
+        if (str(self.source["host"]), int(self.source["port"]), self.source["dbname"]) == (
+                str(self.target["host"]), int(self.target["port"]), self.target["dbname"]):
+            raise LogicalError("migration_source and migration_target are the same database: fix the inventory")
+        if self.state.data.get("switched") and not self.state.data.get("finished"):
+            # The switch was made and the run stopped before its cleanup: only finish remains to do.
+            tables = self.state.data.get("tables", {})
+            return {"problems": [], "notes": [], "resume": True, "switched": True, "plan": {
+                "run": self.run_name, "publication": self.name, "source": describe(self.source),
+                "target": describe(self.target), "table_count": len(tables), "total_bytes": sum(tables.values()),
+                "source_from_target": f"{self.source_from_target['host']}:{self.source_from_target['port']}"}}
+        problems, warnings = [], []
+        src = self._connect("source")
+        dst = self._connect("target")
+        try:
+            source_info = self._source_checks(src, problems)
+            target_info = self._target_checks(dst, problems)
+            tables = self.read_tables(src)
+            self._attach_roots(src, tables)
+            publication = self._publication(src)
+            subscription = self._subscription(dst)
+            slots = self._slots(src, subscription["oid"] if subscription else None)
+            resume = bool(publication and subscription and subscription["ours"]
+                          and any(s["name"] == self.name for s in slots)
+                          and self.state.data.get("switched") is not True)
+            self._leftover_checks(publication, subscription, slots, resume, problems)
+            self._table_checks(tables, problems, warnings)
+            if not resume:
+                self._capacity_checks(source_info, target_info, problems)
+                self._target_empty_check(dst, problems)
+                if not problems:
+                    self._probe_from_target(dst, problems)
+            with src.cursor() as cur:
+                cur.execute("SELECT EXISTS (SELECT 1 FROM pg_largeobject_metadata)")
+                if cur.fetchone()[0]:
+                    warnings.append("the source holds large objects, which logical replication does not carry: "
+                                    "copy them separately")
+        finally:
+            src.close()
+            dst.close()
+        published = self.published_tables(tables)
+        identity_full, _unknown = self.identity_full_tables(tables)
+        plan = {
+            "run": self.run_name, "publication": self.name, "subscription": self.name, "slot": self.name,
+            "source": describe(self.source), "target": describe(self.target),
+            "source_from_target": f"{self.source_from_target['host']}:{self.source_from_target['port']}",
+            "tables": [t["qualname"] for t in published], "table_count": len(published),
+            "total_bytes": sum(t["total_bytes"] for t in published),
+            "replica_identity_full": [t["qualname"] for t in identity_full],
+            "max_lag_bytes": self.max_lag_bytes, "switch_file": self.switch_file,
+        }
+        return {"problems": problems, "notes": warnings, "resume": resume, "switched": False, "plan": plan}
+
+    def _source_checks(self, src, problems):
+        with src.cursor() as cur:
+            cur.execute("""
+                SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int,
+                       current_setting('max_wal_senders')::int,
+                       (SELECT count(*) FROM pg_replication_slots)::int,
+                       (SELECT count(*) FROM pg_stat_replication)::int,
+                       r.rolsuper, r.rolreplication, current_user,
+                       has_database_privilege(current_database(), 'CREATE'),
+                       pg_has_role(current_user, 'pg_signal_backend', 'MEMBER'),
+                       (SELECT pg_get_userbyid(datdba) = current_user FROM pg_database
+                        WHERE datname = current_database()),
+                       current_setting('server_version_num')::int
+                FROM pg_roles r WHERE r.rolname = current_user""")
+            (wal_level, max_slots, max_senders, used_slots, used_senders, superuser, replication, user,
+             can_create, can_signal, owns_database, version) = cur.fetchone()
+        if wal_level != "logical":
+            problems.append(f"the source's wal_level is {wal_level}: set wal_level = logical in its postgresql.conf "
+                            "(ALTER SYSTEM SET wal_level = logical) and restart the source server")
+        if version < 100000:
+            problems.append("the source server is older than PostgreSQL 10 and has no logical replication")
+        if not (superuser or replication):
+            problems.append(f"the source login {user} may not replicate: ALTER ROLE {user} REPLICATION "
+                            "(or use a superuser)")
+        if not superuser:
+            if not can_create:
+                problems.append(f"the source login {user} may not create the publication: GRANT CREATE ON DATABASE "
+                                f"{self.source['dbname']} TO {user}")
+            if not can_signal:
+                problems.append(f"the source login {user} may not end the sessions that wait during the write "
+                                f"freeze: GRANT pg_signal_backend TO {user}")
+            if not owns_database:
+                problems.append(f"the source login {user} may not make the old database read-only after the switch "
+                                "(ALTER DATABASE needs its owner or a superuser)")
+        return {"max_slots": max_slots, "max_senders": max_senders, "used_slots": used_slots,
+                "used_senders": used_senders, "superuser": superuser}
+
+    def _target_checks(self, dst, problems):
+        with dst.cursor() as cur:
+            cur.execute("SELECT r.rolsuper, current_user, current_setting('max_logical_replication_workers')::int, "
+                        "current_setting('max_sync_workers_per_subscription')::int, "
+                        "current_setting('server_version_num')::int FROM pg_roles r WHERE r.rolname = current_user")
+            superuser, user, max_workers, sync_workers, version = cur.fetchone()
+        if not superuser:
+            problems.append(f"the target login {user} may not create a subscription: on PostgreSQL {version // 10000} "
+                            "that needs a superuser (use one for migration_target during this run)")
+        if max_workers < 2:
+            problems.append(f"the target's max_logical_replication_workers is {max_workers}: set it to at least 2 "
+                            "(one apply worker, one table sync worker) and restart the target server")
+        return {"sync_workers": max(1, min(sync_workers, max_workers - 1))}
+
+    def _capacity_checks(self, source_info, target_info, problems):
+        # One slot and one WAL sender for the subscription, one more of each per table sync worker.
+        needed = 1 + target_info["sync_workers"]
+        free_slots = source_info["max_slots"] - source_info["used_slots"]
+        free_senders = source_info["max_senders"] - source_info["used_senders"]
+        if free_slots < needed:
+            problems.append(f"the source has {free_slots} free replication slots of {source_info['max_slots']} and "
+                            f"the run needs {needed}: drop unused slots (SELECT slot_name, active FROM "
+                            "pg_replication_slots) or raise max_replication_slots (restart)")
+        if free_senders < needed:
+            problems.append(f"the source has {free_senders} free WAL senders of {source_info['max_senders']} and "
+                            f"the run needs {needed}: raise max_wal_senders (restart)")
+
+    def _leftover_checks(self, publication, subscription, slots, resume, problems):
+        if resume:
+            return
+        leftovers = []
+        if publication:
+            leftovers.append(f"publication {self.name} on the source")
+        if slots:
+            leftovers.append("replication slot(s) " + ", ".join(s["name"] for s in slots) + " on the source")
+        if subscription:
+            leftovers.append(f"subscription {self.name} on the target")
+        if subscription and not subscription["ours"]:
+            problems.append(f"the target already has a subscription named {self.name} that this tool did not "
+                            "create: choose another zero_downtime_run_name")
+        elif leftovers:
+            problems.append("an earlier run left " + "; ".join(leftovers) + ": remove them with "
+                            "-e zero_downtime_abort=true (same zero_downtime_run_name), then rerun")
+
+    def _table_checks(self, tables, problems, warnings):
+        if not self.published_tables(tables):
+            problems.append("the source has no table to replicate in the included schemas")
+        identity_full, unknown = self.identity_full_tables(tables)
+        if unknown:
+            problems.append("zero_downtime_replica_identity_full names tables the source does not have: "
+                            + ", ".join(unknown))
+        fixed = {t["qualname"] for t in identity_full}
+        unusable = [t["qualname"] for t in tables if not self.identity_usable(t) and t["qualname"] not in fixed]
+        if unusable:
+            problems.append(
+                "these tables have no primary key and no usable replica identity, so once published every "
+                "UPDATE and DELETE on them would FAIL on the source: " + ", ".join(unusable) + ". Add a primary "
+                "key, or list them in zero_downtime_replica_identity_full (the run sets REPLICA IDENTITY FULL "
+                "and reverts it afterwards)")
+        unlogged = [t["qualname"] for t in tables if t["unlogged"]]
+        if unlogged:
+            problems.append("unlogged tables cannot be replicated: " + ", ".join(unlogged) + ". ALTER TABLE ... "
+                            "SET LOGGED on the source, or leave their schema out (migration_exclude_schemas)")
+        if fixed:
+            warnings.append("REPLICA IDENTITY FULL during the run on: " + ", ".join(sorted(fixed))
+                            + " (updates and deletes there write whole rows to the WAL and the target finds "
+                            "rows by scanning)")
+
+    def _target_empty_check(self, dst, problems):
+        with dst.cursor() as cur:
+            cur.execute("SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+                        "AND n.nspname NOT IN %(excluded)s AND n.nspname NOT LIKE 'pg_temp%%' "
+                        "AND n.nspname NOT LIKE 'pg_toast%%' ORDER BY 1 LIMIT 6",
+                        {"excluded": self._excluded()})
+            existing = [row[0] for row in cur.fetchall()]
+        if existing and not self.target_overwrite:
+            problems.append(
+                f"the target {describe(self.target)} already holds tables ({', '.join(existing[:5])}"
+                f"{', ...' if len(existing) > 5 else ''}): migrate into an empty database, or set "
+                "zero_downtime_target_overwrite=true to replace what the source's schema defines")
+
+    def _probe_from_target(self, dst, problems):
+        """The target server connects to the source as the subscription will, in a transaction rolled back:
+        a wrong zero_downtime_source_host_from_target, pg_hba.conf or password shows now, changing nothing."""
+        probe = f"{self.name}_probe"[:MAX_IDENTIFIER]
+        try:
+            with dst.cursor() as cur:
+                cur.execute("BEGIN")
+                quiet_statement_logging(cur)
+                cur.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (connect = true, "
+                                    "enabled = false, create_slot = false, slot_name = NONE, copy_data = false)")
+                            .format(sql.Identifier(probe), sql.Literal(conninfo(self.source_from_target)),
+                                    sql.Identifier(self.name)))
+        except psycopg2.Error as error:
+            where = f"{self.source_from_target['host']}:{self.source_from_target['port']}"
+            problems.append(self.secrets.mask(
+                f"the target server cannot reach the source as {where}: {str(error).strip().splitlines()[0]}. "
+                "Set zero_downtime_source_host_from_target/_port_from_target to the source's address as the "
+                "target server sees it, and allow it in the source's pg_hba.conf"))
+        finally:
+            with dst.cursor() as cur:
+                cur.execute("ROLLBACK")

@@ -1,0 +1,113 @@
+"""3. wait: the initial sync, then the lag under its bound; the run's state and progress line."""
+
+import time
+
+from ..common.units import human_bytes
+from .errors import LogicalError
+from .run_state import now
+
+SLOT_LAG_QUERY = """
+SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, active
+FROM pg_replication_slots WHERE slot_name = %s
+"""
+
+# Errors of the subscription's workers after which waiting on is pointless.
+MAX_SUBSCRIPTION_ERRORS = 3
+
+
+class SyncStep:
+    """A step of logical.ZeroDowntimeRun: the run's context (connections, names, state) is the run's."""
+
+    def status(self, src, dst):
+        with dst.cursor() as cur:
+            cur.execute("SELECT sr.srsubstate, format('%%I.%%I', n.nspname, c.relname) FROM pg_subscription_rel sr "
+                        "JOIN pg_class c ON c.oid = sr.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "JOIN pg_subscription s ON s.oid = sr.srsubid WHERE s.subname = %s ORDER BY 2", (self.name,))
+            relations = cur.fetchall()
+            cur.execute("SELECT apply_error_count, sync_error_count FROM pg_stat_subscription_stats "
+                        "WHERE subname = %s", (self.name,))
+            errors = cur.fetchone() or (0, 0)
+        with src.cursor() as cur:
+            cur.execute(SLOT_LAG_QUERY, (self.name,))
+            slot = cur.fetchone()
+        if slot is None:
+            raise LogicalError(f"the replication slot {self.name} is gone from the source: the run cannot go on; "
+                               "clean up with -e zero_downtime_abort=true and start again")
+        return {"ready": [q for s, q in relations if s == "r"], "copying": [q for s, q in relations if s in "dfs"],
+                "waiting": [q for s, q in relations if s == "i"], "total": len(relations),
+                "lag_bytes": max(0, slot[0] or 0), "slot_active": slot[1],
+                "apply_errors": errors[0], "sync_errors": errors[1]}
+
+    def wait(self, wait_seconds=5.0, poll_seconds=0.5):
+        """Wait up to wait_seconds for the initial sync to end and the lag to fall under the bound."""
+        self._ensure_state()
+        deadline = time.monotonic() + wait_seconds
+        src = self._connect("source")
+        dst = self._connect("target")
+        try:
+            while True:
+                status = self.status(src, dst)
+                self._record_status(status)
+                if status["apply_errors"] + status["sync_errors"] >= MAX_SUBSCRIPTION_ERRORS:
+                    raise LogicalError(
+                        f"the subscription's workers failed {status['apply_errors']} (apply) and "
+                        f"{status['sync_errors']} (table sync) times: see the target server's log")
+                synced = status["total"] > 0 and len(status["ready"]) == status["total"]
+                finished = synced and status["lag_bytes"] <= self.max_lag_bytes
+                if finished or time.monotonic() >= deadline:
+                    break
+                time.sleep(poll_seconds)
+        finally:
+            src.close()
+            dst.close()
+        return {"finished": finished, "synced": synced, "progress_line": self.progress_line(status), **status,
+                "initial_sync_seconds": self.state.data.get("initial_sync_seconds"),
+                "max_lag_bytes": self.state.data.get("max_lag_bytes", 0)}
+
+    def _ensure_state(self):
+        """A run resumed from another controller (or after its state file was lost): rebuilt from the catalog."""
+        if self.state.data.get("subscription_oid"):
+            return
+        src = self._connect("source")
+        dst = self._connect("target")
+        try:
+            subscription = self._subscription(dst)
+            if not subscription:
+                raise LogicalError(f"no subscription {self.name} on the target: this run has not started")
+            published = self.published_tables(self.read_tables(src))
+            with src.cursor() as cur:
+                cur.execute("SELECT format('%%I.%%I', schemaname, tablename) FROM pg_publication_tables "
+                            "WHERE pubname = %s", (self.name,))
+                names = {row[0] for row in cur.fetchall()}
+        finally:
+            src.close()
+            dst.close()
+        self.state.update(run=self.run_name, name=self.name, switched=False, subscription_oid=subscription["oid"],
+                          sync_started_at=time.time(), max_lag_bytes=0, resumed_at=now(),
+                          tables={t["qualname"]: t["total_bytes"] for t in published if t["qualname"] in names})
+
+    def _record_status(self, status):
+        changes = {"max_lag_bytes": max(self.state.data.get("max_lag_bytes", 0), status["lag_bytes"])}
+        if (status["total"] and len(status["ready"]) == status["total"]
+                and self.state.data.get("initial_sync_seconds") is None):
+            changes["initial_sync_seconds"] = round(time.time() - self.state.data["sync_started_at"], 2)
+        if changes != {k: self.state.data.get(k) for k in changes}:
+            self.state.update(**changes)
+
+    def progress_line(self, status):
+        sizes = self.state.data.get("tables", {})
+        total_bytes = sum(sizes.values()) or 1
+        ready_bytes = sum(sizes.get(q, 0) for q in status["ready"])
+        elapsed = time.time() - self.state.data.get("sync_started_at", time.time())
+        if status["total"] and len(status["ready"]) == status["total"]:
+            head = f"[replicating] initial sync done in {self.state.data.get('initial_sync_seconds')} s"
+        else:
+            head = (f"[initial sync] {100.0 * ready_bytes / total_bytes:5.1f}% tables {len(status['ready'])}/"
+                    f"{status['total']} ready ({human_bytes(ready_bytes)} of {human_bytes(total_bytes)})")
+        line = (f"{head}; lag {human_bytes(status['lag_bytes'])} (bound {human_bytes(self.max_lag_bytes)}); "
+                f"{elapsed:.0f} s")
+        if status["copying"]:
+            line += "; copying " + ", ".join(status["copying"][:4])
+        if status["apply_errors"] or status["sync_errors"]:
+            line += f"; worker errors: apply {status['apply_errors']}, sync {status['sync_errors']}"
+        return line
