@@ -128,7 +128,7 @@ def test_uuid_buckets_follow_key_order_and_cover_every_key(db_pair):
     index must hold exactly the rows the grouped scan counted in it."""
     from psycopg2 import sql
 
-    from pgmigrate.validation.validate import _uuid_bound, _uuid_bucket_expression, _uuid_ranges_condition
+    from pgmigrate.validation.digests import _uuid_bound, _uuid_bucket_expression, _uuid_ranges_condition
 
     src, _ = db_pair
     conn = connect(src)

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import connect, execute, make_role, query
 from pgmigrate.clone import copier
-from pgmigrate.validation import validate as validate_module
+from pgmigrate.validation import pool as validation_pool
 from pgmigrate.validation.validate import ValidationError, validate
 
 MY_CHECKS = ("schema", "row_counts", "content", "orphans", "sequences")
@@ -92,7 +92,7 @@ def test_a_change_under_forced_row_security_is_named(owned_target):
 
 def test_a_lock_held_on_a_forced_table_ends_in_a_clear_error(owned_target, monkeypatch):
     src, dst, owner = owned_target
-    monkeypatch.setattr(validate_module, "LIFT_LOCK_TIMEOUT", "300ms")
+    monkeypatch.setattr(validation_pool, "LIFT_LOCK_TIMEOUT", "300ms")
     holder = connect(dst)
     with holder.cursor() as cur:
         cur.execute("SELECT count(*) FROM secure.accounts")  # holds its ACCESS SHARE lock until rollback
