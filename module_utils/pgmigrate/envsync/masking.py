@@ -12,6 +12,8 @@ personal data never reaches the target, not even inside a transaction that is la
 import hashlib
 import hmac
 
+from ..common.errors import PgmigrateError
+
 # name -> (needs a value option, unique-preserving, description)
 RULES = {
     "email": (False, True, "an address <prefix>-<hash>@<domain>, lower case"),
@@ -25,7 +27,7 @@ RULES = {
 DEFAULT_EMAIL_DOMAIN = "example.invalid"
 
 
-class MaskingError(Exception):
+class MaskingError(PgmigrateError):
     """A masking rule that cannot be applied: says what is wrong and how to fix it."""
 
 
