@@ -19,6 +19,7 @@ from cdp_reference import generate
 from conftest import PROJECT_DIR, execute, query, write_inventory
 from faultlib import ThrowawayCluster
 from pgmigrate.appchecks import post_checks
+from pgmigrate.common import connection
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 CREDENTIALS_KEY = "hardening-key-6f1d0c"  # noqa: S105 (a test key, looked for in the server's log)
@@ -106,7 +107,7 @@ def test_a_login_that_cannot_quiet_statement_logging_is_refused_before_the_key_i
     execute(dst, PLAIN_CREDENTIAL, "CREATE ROLE hardening_login LOGIN PASSWORD 'hardening-login-pw'",
             "GRANT SELECT, UPDATE ON integrations TO hardening_login")
     login = {**dst, "user": "hardening_login", "password": "hardening-login-pw"}
-    conn = post_checks.connect(login)
+    conn = connection.connect(login)
     try:
         [item] = post_checks.harden_credentials(
             conn, [{"table": "public.integrations", "column": "encrypted_credentials", "key": ["name"]}],

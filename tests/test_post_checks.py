@@ -24,6 +24,7 @@ from cdp_reference import generate
 from conftest import PROJECT_DIR, ScratchDatabases, _server, execute, query, write_inventory
 from pgmigrate.appchecks import post_checks
 from pgmigrate.clone.copier import migrate
+from pgmigrate.common import connection
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 REFERENCE_DOMAINS = ["gmail.com", "acme-retail.com", "outlook.com", "example.org", "yahoo.co.jp", "web.de",
@@ -247,7 +248,7 @@ def test_a_plaintext_password_is_named_then_hashed_with_bcrypt(cdp):
     assert f"email={email}" in post_checks.failure_message([hashes])
     assert "plain-secret-7" not in json.dumps(hashes)
     for expected in ([f"email={email}"], []):  # hashed once, then nothing left to hash
-        conn = post_checks.connect(dst)
+        conn = connection.connect(dst)
         try:
             item = post_checks.harden_passwords(conn, rules)[0]
         finally:
