@@ -51,6 +51,9 @@ class Validator(RowChecks, IntegrityChecks, SchemaChecks):
         self.database_settings_skipped = tuple(database_settings_skipped)
         self.src_pool = ConnectionPool(source, "pgmigrate validate", "source")
         self.dst_pool = ConnectionPool(target, "pgmigrate validate", "target")
+        self.src_catalog = self.dst_catalog = None  # read by run()
+        self.tables = []  # the source's tables with rows (not partitioned parents), largest first
+        self.common_tables = []  # those of them the target has
 
     def _catalogs(self):
         with ThreadPoolExecutor(2) as pool:
