@@ -3,7 +3,7 @@
 
 Loads the CDP reference database at --scale (10 is about 1 GB) into a fresh database on the embedded
 source server, creates a fresh empty database on the embedded target server, starts the writer of
-tests/test_zero_downtime.py (a row with a client-made id and a counter increment per transaction,
+tests/replication/test_zero_downtime.py (a row with a client-made id and a counter increment per transaction,
 acknowledged once COMMIT returned, retried after an error on whatever database the switch file names)
 and runs the playbook while it writes. Reports the initial sync, the lag, the write-freeze window and
 the writes acknowledged, lost and duplicated.

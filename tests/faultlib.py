@@ -1,4 +1,4 @@
-"""Shared pieces of the fault and bad-input suite (tests/test_faults_*.py, marker `faults`).
+"""Shared pieces of the fault and bad-input suite (tests/faults/test_faults_*.py, marker `faults`).
 
 - `recorder(request)`: each test writes what it tried (a crash trial, a fault, a bad input) and what came of
   it (rows lost, seconds to the error) as JSON lines into $PGM_FAULT_RECORDS; scripts/fault_suite.py

@@ -1,7 +1,7 @@
 """The copy's options, declared once.
 
 The engine's defaults (copier.DEFAULTS) and the pg_migration_copy module's argument spec and call come
-from OPTIONS; tests/test_copy_options.py checks the module's DOCUMENTATION block against it (Ansible reads
+from OPTIONS; tests/clone/test_copy_options.py checks the module's DOCUMENTATION block against it (Ansible reads
 DOCUMENTATION as text, so it stays written out). Sizes have one spelling, the settings' ("1GB"): the engine
 gets them in bytes.
 """

@@ -21,7 +21,7 @@ import pytest
 import independent_compare
 from conftest import PROJECT_DIR, connect, write_inventory
 
-CORPUS_DIR = pathlib.Path(__file__).resolve().parent / "corpus"
+CORPUS_DIR = pathlib.Path(__file__).resolve().parent.parent / "corpus"
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 PSQL = "/usr/lib/postgresql/15/bin/psql"
 

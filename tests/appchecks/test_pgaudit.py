@@ -41,7 +41,7 @@ def run_post_checks(inventory, tmp_path, **more):
         "post_checks_pgaudit": True, "post_checks_target_self_managed": True,
         "post_checks_pgaudit_log": ["read", "write", "ddl"],
         "post_checks_pgaudit_settings": {"pgaudit.log_relation": "on"},
-        # The audit trail only: the CDP data's other checks are covered by tests/test_post_checks.py.
+        # The audit trail only: the CDP data's other checks are covered by tests/appchecks/test_post_checks.py.
         "post_checks_database_checks": ["access_control"],
         "post_checks_report_dir": str(tmp_path / "reports")}))
     return subprocess.run([ANSIBLE_PLAYBOOK, "playbooks/post_checks.yml", "-i", str(inventory), "-e", f"@{extra}"],
