@@ -6,10 +6,8 @@ import re
 import shutil
 import subprocess
 
-import psycopg2
-
 from ..clone.schema import find_tool
-from ..common.connection import connect, describe, friendly_connect_error
+from ..common.connection import connect_or_raise, describe
 from ..common.errors import PgmigrateError
 
 KINDS = ("schema-only", "data-only", "complete")
@@ -45,10 +43,7 @@ def variable_name(label):
 
 
 def _connect(params, label, **kwargs):
-    try:
-        return connect(params, application_name=APPLICATION_NAME, **kwargs)
-    except psycopg2.Error as error:
-        raise BackupError(friendly_connect_error(error, params, variable_name(label))) from None
+    return connect_or_raise(params, variable_name(label), BackupError, APPLICATION_NAME, **kwargs)
 
 
 def tool(name, pg_bin_dir=None):

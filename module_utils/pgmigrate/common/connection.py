@@ -73,6 +73,15 @@ def connect(params, application_name="pgmigrate", autocommit=False, lock_timeout
     return conn
 
 
+def connect_or_raise(params, variable, error_class, application_name="pgmigrate", **options):
+    """connect(), or error_class with friendly_connect_error's message: what failed, naming the setting
+    (variable, e.g. migration_target) and how to fix it."""
+    try:
+        return connect(params, application_name=application_name, **options)
+    except psycopg2.Error as error:
+        raise error_class(friendly_connect_error(error, params, variable)) from None
+
+
 def libpq_environment(params, application_name="pgmigrate"):
     """Environment for a libpq client (psql, pg_dump, pg_restore) connecting with params."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}

@@ -4,7 +4,7 @@ import psycopg2
 import psycopg2.errors
 
 from .catalog import STATE_SCHEMA, excluded_schemas
-from .connection import ConfigError, connect, describe, friendly_connect_error
+from .connection import ConfigError, connect_or_raise, describe
 from .errors import PgmigrateError
 
 
@@ -14,10 +14,7 @@ class PreflightError(PgmigrateError):
 
 def connect_or_explain(params, variable, application_name="pgmigrate", **options):
     """connect(), or a PreflightError naming the setting (variable) and how to fix the connection."""
-    try:
-        return connect(params, application_name=application_name, **options)
-    except psycopg2.Error as error:
-        raise PreflightError(friendly_connect_error(error, params, variable)) from None
+    return connect_or_raise(params, variable, PreflightError, application_name, **options)
 
 
 def server_identity(conn):

@@ -35,7 +35,7 @@ import subprocess
 import psycopg2
 
 from ..common.catalog import excluded_schemas
-from ..common.connection import check_params, connect, friendly_connect_error
+from ..common.connection import check_params, connect_or_raise
 from .cleanup_step import CleanupStep
 from .cutover_step import CutoverStep
 from .errors import FreezeAbandoned, LogicalError
@@ -83,9 +83,10 @@ class ZeroDowntimeRun(ReplicatedTables, PreflightStep, SetupStep, SyncStep, Cuto
         params, variable = (self.source, "migration_source") if which == "source" else (
             self.target, "migration_target")
         try:
-            return connect(params, application_name=f"pgmigrate zero_downtime {self.name}", autocommit=autocommit)
-        except psycopg2.Error as error:
-            raise LogicalError(self.secrets.mask(friendly_connect_error(error, params, variable))) from None
+            return connect_or_raise(params, variable, LogicalError, f"pgmigrate zero_downtime {self.name}",
+                                    autocommit=autocommit)
+        except LogicalError as error:
+            raise LogicalError(self.secrets.mask(str(error))) from None
 
     def _excluded(self):
         return excluded_schemas(self.exclude_schemas)
