@@ -3,9 +3,9 @@ pool, each table's indexes queued as soon as its data is in."""
 
 import threading
 
-import psycopg2
 from psycopg2 import sql
 
+from ..common.connection import rollback_quietly
 from . import large_objects, schema, source_sessions, state
 from .errors import MigrationError
 
@@ -205,23 +205,16 @@ class DataStep:
                     mark_done=mark, application_name=f"pgmigrate worker {worker} large objects")
                 conn.commit()
             except large_objects.MetadataError as error:
-                self._rollback_quietly(conn)
+                rollback_quietly(conn)
                 self.progress.large_objects_done(0, streamed[0])
                 raise MigrationError(str(error)) from None
             except BaseException:
-                self._rollback_quietly(conn)
+                rollback_quietly(conn)
                 self.progress.large_objects_done(0, streamed[0])
                 raise
             self.progress.large_objects_done(len(batch))
             return {"large_objects": len(batch), "bytes": copied, "worker": worker}
         return run
-
-    @staticmethod
-    def _rollback_quietly(conn):
-        try:
-            conn.rollback()
-        except psycopg2.Error:
-            pass
 
     def _analyze_job(self, table_name):
         key = f"analyze:{table_name}"

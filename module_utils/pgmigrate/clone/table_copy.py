@@ -6,6 +6,7 @@ import psycopg2
 from psycopg2 import sql
 
 from ..common import triggers
+from ..common.connection import rollback_quietly
 from . import schema, source_sessions, state
 from .transfers import InProcessTransfer, StreamingTransfer
 
@@ -91,10 +92,7 @@ class TableCopy:
             return {"rows": rows, "bytes": streamed, "seconds": seconds, "worker": worker, "format": fmt,
                     "bundled": bundled}
         except BaseException:
-            try:
-                target_conn.rollback()
-            except psycopg2.Error:
-                pass
+            rollback_quietly(target_conn)
             transfer.failed()
             if self.progress:
                 self.progress.part_failed(table_plan["table"], transfer.streamed)

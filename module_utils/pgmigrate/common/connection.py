@@ -73,6 +73,14 @@ def connect(params, application_name="pgmigrate", autocommit=False, lock_timeout
     return conn
 
 
+def rollback_quietly(conn):
+    """End a failed transaction without letting a second error (a broken connection) hide the first."""
+    try:
+        conn.rollback()
+    except psycopg2.Error:
+        pass
+
+
 def connect_or_raise(params, variable, error_class, application_name="pgmigrate", **options):
     """connect(), or error_class with friendly_connect_error's message: what failed, naming the setting
     (variable, e.g. migration_target) and how to fix it."""

@@ -8,7 +8,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from ..common.connection import connect
+from ..common.connection import connect, rollback_quietly
 from .checks import ValidationError
 
 # Every setting an output function or a catalog function's rendering depends on, fixed in each of the
@@ -23,14 +23,6 @@ SESSION_SETTINGS = (
 
 # How long a read waits for the lock that lifts FORCE ROW LEVEL SECURITY inside its own transaction.
 LIFT_LOCK_TIMEOUT = "60s"
-
-
-def _rollback_quietly(conn):
-    """End a failed transaction without letting a second error (a broken connection) hide the first."""
-    try:
-        conn.rollback()
-    except psycopg2.Error:
-        pass
 
 
 def _first_line(error):
@@ -76,10 +68,10 @@ class ConnectionPool:
                 self._lift_forced_row_security(conn, lift)
             yield conn
         except psycopg2.Error as error:
-            _rollback_quietly(conn)
+            rollback_quietly(conn)
             raise ValidationError(f"{what} on the {self.side} failed: {_first_line(error)}") from error
         except BaseException:
-            _rollback_quietly(conn)
+            rollback_quietly(conn)
             raise
         try:
             conn.rollback()
