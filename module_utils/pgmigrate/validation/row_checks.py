@@ -16,7 +16,6 @@ from .digests import (
     TYPES_QUERY,
     Column,
     _bucket_expression,
-    _uuid_bucket_expression,
     _uuid_ranges_condition,
     row_hash_expression,
     table_key,
@@ -46,15 +45,10 @@ class RowChecks:
                 plans, statements = [], []
                 for i, table in enumerate(tables, 1):
                     key = table_key(table)
-                    row_hash = row_hash_expression(columns[i])
-                    uuid_column = uuid_key_column(key, columns[i])
-                    bucket = (_uuid_bucket_expression(uuid_column) if uuid_column
-                              else _bucket_expression(key, columns[i], row_hash))
                     plans.append((columns[i], key))
-                    statements.append(sql.SQL("(SELECT {} AS t, {} AS b, count(*), sum({}) FROM ONLY {} r GROUP BY 2)")
-                                      .format(sql.Literal(i), bucket, row_hash, sql.SQL(table["qualname"])))
+                    statements.append(self.digest_statements.statement(conn, i, table["qualname"], columns[i], key))
                 t0 = time.monotonic()
-                cur.execute(sql.SQL(" UNION ALL ").join(statements))
+                cur.execute(" UNION ALL ".join(statements))
                 grouped = {i: {} for i in range(1, len(names) + 1)}
                 for i, b, c, h in cur.fetchall():
                     grouped[i][b] = (c, int(h))
@@ -81,7 +75,8 @@ class RowChecks:
         started = time.monotonic()
         counts = _check("row_counts", "Row counts per table (exact)")
         content = _check("content", "Content digests per table, differing rows pinpointed")
-        missing = [t["qualname"] for t in self.tables if t not in self.common_tables]
+        common = {t["qualname"] for t in self.common_tables}
+        missing = [t["qualname"] for t in self.tables if t["qualname"] not in common]
         for name in missing:
             item = {"table": name, "status": "fail", "detail": "table missing in the target"}
             counts["items"].append(item)

@@ -21,7 +21,7 @@ from ..common import catalog as catalog_module
 from ..common.connection import describe
 from . import validate_large_objects
 from .checks import ValidationError
-from .digests import DIGEST_BATCH_TABLES
+from .digests import DIGEST_BATCH_TABLES, DigestStatements
 from .integrity_checks import IntegrityChecks
 from .pool import ROW_SECURITY_QUERY, ConnectionPool, row_security_refusal
 from .row_checks import RowChecks
@@ -54,6 +54,7 @@ class Validator(RowChecks, IntegrityChecks, SchemaChecks):
         self.src_catalog = self.dst_catalog = None  # read by run()
         self.tables = []  # the source's tables with rows (not partitioned parents), largest first
         self.common_tables = []  # those of them the target has
+        self.digest_statements = DigestStatements()  # digest statements rendered once per table shape
 
     def _catalogs(self):
         with ThreadPoolExecutor(2) as pool:
@@ -63,7 +64,7 @@ class Validator(RowChecks, IntegrityChecks, SchemaChecks):
 
     def _read_catalog(self, pool):
         with pool.reading("reading the catalog") as conn:
-            return catalog_module.read_catalog(conn, self.exclude_schemas, self.include_schemas)
+            return catalog_module.read_catalog(conn, self.exclude_schemas, self.include_schemas, exact_sizes=False)
 
     def _row_security(self):
         """Every table must be read whole. Where row-level security would filter the validator's reads, the
