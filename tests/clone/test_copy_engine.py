@@ -92,8 +92,18 @@ def test_refuses_a_non_empty_target_and_changes_nothing(hard_pair, tmp_path):
         assert cur.fetchall() == [(42,)]
     conn.close()
     assert not state_schema_exists(dst)
-    migrate(src, dst, tmp_path, overwrite=True)
+    artifacts = tmp_path / "artifacts"
+    # The schema dump a new run starts beside its catalog read is not left behind by the refusal.
+    assert [p.name for p in artifacts.iterdir() if p.name.startswith(".schema-")] == []
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = artifacts / f".schema-{dead.pid}-1.dump.tmp"  # an engine killed while dumping
+    orphan.write_text("half a dump")
+    summary = migrate(src, dst, tmp_path, overwrite=True)
     assert dbcompare.compare_databases(src, dst) == []
+    assert not orphan.exists()
+    assert (artifacts / "runs" / summary["run_id"] / "schema.dump").stat().st_size > 0
+    assert [p.name for p in artifacts.iterdir() if p.name.startswith(".schema-")] == []
 
 
 def test_refuses_to_copy_a_database_onto_itself(hard_pair, tmp_path):

@@ -79,6 +79,7 @@ class Engine(SnapshotStep, TargetChecks, SchemaStep, TableCopy, DataStep, PostDa
         self.resumed = False
         self.abort = threading.Event()
         self._tables_by_name = None
+        self.early_schema_dump = None  # a new run's pg_dump --schema-only, started beside the catalog read
 
     def _connect(self, which, autocommit=False, application_name="pgmigrate"):
         params = self.source if which == "source" else self.target
@@ -113,7 +114,7 @@ class Engine(SnapshotStep, TargetChecks, SchemaStep, TableCopy, DataStep, PostDa
             key = {k: source_identity.get(k) for k in ("system_identifier", "database", "address", "port",
                                                        "database_oid")}
             unfinished = resume.unfinished_to_resume(target_conn, key, opts)
-            self._read_source(target_conn, source_identity, target_identity)
+            self._read_source(target_conn, source_identity, target_identity, dump_schema_now=not unfinished)
             if unfinished:
                 self.run_id = unfinished["run_id"]
                 self.resumed = True
@@ -145,6 +146,7 @@ class Engine(SnapshotStep, TargetChecks, SchemaStep, TableCopy, DataStep, PostDa
                 self._write_summary(summary)
             raise
         finally:
+            self._discard_early_schema_dump()
             self._close_snapshot()
             for conn in (self.lock_conn, target_conn):
                 if conn is not None and not conn.closed:
@@ -164,13 +166,16 @@ class Engine(SnapshotStep, TargetChecks, SchemaStep, TableCopy, DataStep, PostDa
         preflight.check_production_confirmation(self.target, self.options["target_is_production"],
                                                 self.options["confirm_target"])
 
-    def _read_source(self, target_conn, source_identity, target_identity):
+    def _read_source(self, target_conn, source_identity, target_identity, dump_schema_now=False):
         """The snapshot opened, the source's catalog, large objects and settings read in it and checked
-        against the target, and the plan built: all before anything changes."""
+        against the target, and the plan built: all before anything changes. dump_schema_now (a new run):
+        the schema dump, which only reads the source in the snapshot, starts at once beside the catalog read."""
         opts = self.options
         self._open_snapshot()
         preflight.check_source_rights(self.snapshot_conn, self.source, opts["include_schemas"],
                                       opts["exclude_schemas"])
+        if dump_schema_now and opts["schema_mode"] == "copy" and not opts["check_mode"]:
+            self._start_early_schema_dump()
         # In a session of its own: the catalog's reads lock every table and sequence (sizes, states), and
         # the snapshot holder keeps its locks for the whole run.
         with source_sessions.session_in_snapshot(self.source, self.snapshot_id, "pgmigrate catalog") as conn:

@@ -2,6 +2,8 @@
 post-data entries split for the later steps."""
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from psycopg2 import sql
 
@@ -9,6 +11,22 @@ from ..common import catalog as catalog_module
 from ..common import preflight
 from . import pre_data, schema, source_sessions, state
 from .errors import MigrationError
+
+# A new run's schema dump before its run directory exists: <artifacts>/.schema-<pid>-<thread>.dump.tmp
+EARLY_DUMP_PREFIX = ".schema-"
+
+
+def _remove_orphaned_early_dumps(directory):
+    """Early dumps of engines that were killed (their process is gone)."""
+    for name in os.listdir(directory):
+        if not (name.startswith(EARLY_DUMP_PREFIX) and name.endswith(".dump.tmp")):
+            continue
+        pid = name[len(EARLY_DUMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            try:
+                os.remove(os.path.join(directory, name))
+            except FileNotFoundError:
+                pass
 
 
 class SchemaStep:
@@ -23,13 +41,52 @@ class SchemaStep:
         conn.rollback()
         return names
 
+    def _dump_schema(self, path):
+        exclude = list(self.options["exclude_schemas"]) + [catalog_module.STATE_SCHEMA]
+        schema.dump_schema(self.source, path, snapshot=self.snapshot_id, schemas=self.options["include_schemas"],
+                           exclude_schemas=exclude)
+
+    def _start_early_schema_dump(self):
+        """A new run's schema dump in the background, into the artifacts directory until the run's directory
+        exists: pg_dump's catalog reads overlap the engine's own (about a second on thousands of tables)."""
+        directory = self.options["artifacts_dir"]
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        _remove_orphaned_early_dumps(directory)
+        path = os.path.join(directory, f"{EARLY_DUMP_PREFIX}{os.getpid()}-{threading.get_ident()}.dump.tmp")
+        pool = ThreadPoolExecutor(1, thread_name_prefix="pgmigrate-schema-dump")
+        self.early_schema_dump = (path, pool, pool.submit(self._dump_schema, path))
+        pool.shutdown(wait=False)
+
+    def _take_early_schema_dump(self, dump_path):
+        """The early dump moved to dump_path once finished (its error raised here); False when there is none."""
+        if self.early_schema_dump is None:
+            return False
+        path, _pool, future = self.early_schema_dump
+        self.early_schema_dump = None
+        try:
+            future.result()
+            os.replace(path, dump_path)
+        finally:
+            if os.path.exists(path):
+                os.remove(path)
+        return True
+
+    def _discard_early_schema_dump(self):
+        """A run that ends before its pre-data (nothing to do, a refusal, an error) leaves no dump behind."""
+        if self.early_schema_dump is not None:
+            path, _pool, future = self.early_schema_dump
+            self.early_schema_dump = None
+            try:
+                future.exception()  # waits: the dump ends with its snapshot, a second or two at most
+            finally:
+                if os.path.exists(path):
+                    os.remove(path)
+
     def _phase_pre_data(self):
         self._enter_phase("schema", "pre-data (types, tables, functions, views)")
         dump_path = os.path.join(self.run_dir, "schema.dump")
-        exclude = list(self.options["exclude_schemas"]) + [catalog_module.STATE_SCHEMA]
-        if not os.path.exists(dump_path):
-            schema.dump_schema(self.source, dump_path + ".tmp", snapshot=self.snapshot_id,
-                               schemas=self.options["include_schemas"], exclude_schemas=exclude)
+        if not os.path.exists(dump_path) and not self._take_early_schema_dump(dump_path):
+            self._dump_schema(dump_path + ".tmp")
             os.replace(dump_path + ".tmp", dump_path)
         if "schema:pre-data" not in self.done:
             conn = self._connect("target")

@@ -33,13 +33,15 @@ WHERE c.relkind IN ('r', 'p')
 ORDER BY n.nspname, c.relname
 """
 
-# Each table's sizes: exact (what the assessment reports and the copy plans by), or, for a reader that only
-# orders and batches its reads (the validator), the table's data without its free-space and visibility maps
-# and without its indexes: a third of the cost on thousands of tables (each size function opens the relation).
-EXACT_SIZES = ("pg_table_size(c.oid) AS table_bytes, pg_total_relation_size(c.oid) AS total_bytes, "
+# Each table's sizes: exact (what the assessment reports and the copy plans by; total_bytes, as
+# pg_total_relation_size, is table_bytes + index_bytes, read without sizing the table twice), or, for a reader
+# that only orders and batches its reads (the validator), the table's data and TOAST without their free-space
+# and visibility maps and without indexes: a third of the cost on thousands of tables (each size function
+# opens the relation and its files).
+EXACT_SIZES = ("pg_table_size(c.oid) AS table_bytes, pg_indexes_size(c.oid) AS index_bytes, "
                "pg_relation_size(c.oid) AS heap_bytes")
 DATA_SIZES = ("pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0) AS table_bytes, "
-              "0 AS total_bytes, pg_relation_size(c.oid) AS heap_bytes")
+              "0 AS index_bytes, pg_relation_size(c.oid) AS heap_bytes")
 
 COLUMNS_QUERY = """
 SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
@@ -208,8 +210,8 @@ def read_sequence_states(cur, sequences):
 def read_catalog(conn, exclude_schemas=(), include_schemas=(), sequence_states=True, exact_sizes=True):
     """Return a JSON-serialisable description of the database behind conn. sequence_states=False leaves
     out each sequence's last_value and is_called (one read of every sequence), for a reader that only plans.
-    exact_sizes=False: table_bytes is the table's data and TOAST only, total_bytes and database_bytes are
-    not read (0), for a reader that only orders its reads by size."""
+    exact_sizes=False: table_bytes (and total_bytes) is the table's data and TOAST only, database_bytes is not
+    read (0), for a reader that only orders its reads by size."""
     params = {"excluded": excluded_schemas(exclude_schemas)}
     with conn.cursor() as cur:
         cur.execute(
@@ -221,8 +223,9 @@ def read_catalog(conn, exclude_schemas=(), include_schemas=(), sequence_states=T
         cur.execute(TABLES_QUERY.format(sizes=EXACT_SIZES if exact_sizes else DATA_SIZES), params)
         tables = {}
         for row in cur.fetchall():
-            (oid, schema, name, relkind, is_partition, qualname, parent, table_bytes, total_bytes, heap_bytes,
+            (oid, schema, name, relkind, is_partition, qualname, parent, table_bytes, index_bytes, heap_bytes,
              block_size, row_estimate, rls, force_rls, persistence, has_triggers) = row
+            total_bytes = table_bytes + index_bytes
             if include_schemas and schema not in include_schemas:
                 continue
             tables[oid] = {
