@@ -114,14 +114,16 @@ class Engine(SnapshotStep, TargetChecks, SchemaStep, TableCopy, DataStep, PostDa
             key = {k: source_identity.get(k) for k in ("system_identifier", "database", "address", "port",
                                                        "database_oid")}
             unfinished = resume.unfinished_to_resume(target_conn, key, opts)
-            self._read_source(target_conn, source_identity, target_identity, dump_schema_now=not unfinished)
+            completed = None if unfinished else completion.find(opts["artifacts_dir"], key, target_identity)
+            nothing_to_do = bool(completed) and not opts["overwrite"]
+            self._read_source(target_conn, source_identity, target_identity,
+                              dump_schema_now=not unfinished and not nothing_to_do)
             if unfinished:
                 self.run_id = unfinished["run_id"]
                 self.resumed = True
             else:
                 self.run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-                completed = completion.find(opts["artifacts_dir"], key, target_identity)
-                if completed and not opts["overwrite"]:
+                if nothing_to_do:
                     return self._already_complete(target_conn, completed, started)
                 self._check_target_empty(target_conn)
             if opts["check_mode"]:
