@@ -260,14 +260,15 @@ class Engine(SnapshotStep, TargetChecks, SchemaStep, TableCopy, DataStep, PostDa
             raise MigrationError(f"stopped before phase {phase}: " + (self.events[-1] if self.events else "aborted"))
         self.progress.set_phase(phase, message)
 
-    def _run_jobs(self, jobs, on_done=None):
-        """Run jobs, (priority, key, run(worker, conn)), on the run's worker pool (worker_pool.WorkerPool)."""
+    def _run_jobs(self, jobs, on_done=None, workers=None):
+        """Run jobs, (priority, key, run(worker, conn)), on the run's worker pool (worker_pool.WorkerPool) of
+        `workers` sessions (default: the run's workers; 1 runs them one by one by priority)."""
         def connect(worker):
             conn = self._connect("target", application_name=f"pgmigrate worker {worker}")
             self._session_settings(conn)
             return conn
-        WorkerPool(connect, self.options["workers"], self.options["retries"], RETRYABLE + (SourceStreamError,),
-                   self.abort, self._event).run(jobs, on_done)
+        WorkerPool(connect, workers or self.options["workers"], self.options["retries"],
+                   RETRYABLE + (SourceStreamError,), self.abort, self._event).run(jobs, on_done)
 
     def _session_settings(self, conn):
         """The workers' target sessions. Their commits need not wait for the WAL flush: each one records

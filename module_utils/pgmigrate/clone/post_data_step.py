@@ -3,12 +3,10 @@ row-level security last), and in existing mode the constraints dropped for the l
 
 import time
 
-import psycopg2
 from psycopg2 import sql
 
 from ..common import catalog as catalog_module
 from . import schema, state
-from .errors import RETRYABLE, MigrationError
 
 
 class PostDataStep:
@@ -76,31 +74,11 @@ class PostDataStep:
         self._post_data_serially(row_security)
 
     def _post_data_serially(self, entries):
-        """Run post-data entries one after the other on one target connection, retrying lost ones."""
-        conn = self._connect("target")
-        self._session_settings(conn)
-        for entry in entries:
-            if f"post:{entry['key']}" in self.done:
-                continue
-            attempt = 0
-            while True:
-                try:
-                    self._post_data_job(entry)(0, conn)
-                    break
-                except RETRYABLE as error:
-                    if not conn.closed:
-                        conn.rollback()
-                    attempt += 1
-                    if attempt > self.options["retries"]:
-                        raise MigrationError(f"post-data {entry['key']}: {error}") from None
-                    time.sleep(min(2 ** attempt, 10))
-                    if conn.closed:
-                        conn = self._connect("target")
-                        self._session_settings(conn)
-                except psycopg2.Error as error:
-                    raise MigrationError(f"post-data {entry['type']} {entry['name']} failed: {error}") from None
-            self.progress.job_done(entry["key"])
-        conn.close()
+        """Post-data entries one after the other, in the dump's order: the pool's single worker takes the
+        lowest priority first, with the pool's retries of a lost connection."""
+        jobs = [(position, f"post:{entry['key']}", self._post_data_job(entry))
+                for position, entry in enumerate(entries) if f"post:{entry['key']}" not in self.done]
+        self._run_jobs(jobs, lambda key, result: self.progress.job_done(key[5:]) or [], workers=1)
 
     def _readd_dropped_constraints(self):
         conn = self._connect("target")
