@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 
 import psycopg2
+from phases import median_phases, pgcopydb_phases, pgmigrate_phases, print_phases
 from psycopg2 import sql
 
 PROJECT = pathlib.Path(__file__).resolve().parent.parent
@@ -546,8 +547,10 @@ class Benchmark:
             run["status"] = "ok"
         if tool == "pgmigrate":
             run["pgmigrate"] = pgmigrate_details(procs[0].lines, info["artifacts"], wall_start, seconds)
+            run["phases"] = pgmigrate_phases(run["pgmigrate"], seconds)
         elif tool == "pgcopydb":
             run["pgcopydb"] = {"summary": pgcopydb_summary([line for _t, line in procs[0].lines])}
+            run["phases"] = pgcopydb_phases(run["pgcopydb"]["summary"], seconds)
         if run["status"] != "ok":
             if tool == "pg_dump":
                 run["output_tail"] = {"pg_dump": tail(workdir / "pg_dump.log"),
@@ -618,6 +621,7 @@ def pgmigrate_details(lines: list[tuple[float, str]], artifacts: pathlib.Path, w
     except (OSError, ValueError):
         summary = {}
     details["engine_seconds"] = summary.get("seconds")
+    details["engine_phases"] = summary.get("phases")
     details["engine_status"] = summary.get("status")
     if summary.get("seconds") is not None:
         details["outside_engine_s"] = round(seconds - summary["seconds"], 2)
@@ -834,7 +838,7 @@ def main(argv=None) -> int:
                          "indexes": src["indexes"], "foreign_keys": src["foreign_keys"],
                          "constraints": src["constraints"], "sequences": len(src["sequences"]),
                          "row_counts": src["tables"]},
-              "summary": rows, "runs": runs}
+              "summary": rows, "phases": median_phases(runs, args.tools), "runs": runs}
     if interrupted:
         result["interrupted"] = interrupted
     out_dir = pathlib.Path(args.results_dir)
@@ -850,6 +854,9 @@ def main(argv=None) -> int:
           + f"; {args.rounds} round(s); load average "
           f"{machine['load_average_at_start'][0]:.2f} at start, {os.getloadavg()[0]:.2f} at end")
     print_table(rows)
+    if result["phases"]:
+        print()
+        print_phases(result["phases"], TOOL_LABELS)
     print(f"\nJSON: {out}")
     if interrupted:
         print(f"INCOMPLETE: {interrupted}")

@@ -66,6 +66,10 @@ def test_copy_mode_makes_an_exact_copy_of_every_hard_case(hard_pair, tmp_path):
     assert not state_schema_exists(dst), "the tool's state schema must be gone after success"
     record = json.loads((tmp_path / "artifacts" / "runs" / summary["run_id"] / "summary.json").read_text())
     assert record["status"] == "complete" and {t["table"] for t in record["tables"]} >= {"app.big", "app.tree"}
+    # Where the time went, phase by phase, within the engine's own time.
+    assert list(record["phases"])[:3] == ["setup", "starting", "schema"]
+    assert {"data", "post-data", "sequences"} <= set(record["phases"])
+    assert 0 < sum(record["phases"].values()) <= record["seconds"] + 0.05
     # the source's own sequence defect (ident_default behind its max) is reproduced and reported
     assert any("app.ident_default_id_seq" in w for w in summary["warnings"])
 

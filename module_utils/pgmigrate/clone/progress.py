@@ -46,6 +46,9 @@ class Progress:
         }
         self.jobs_total = 0
         self.jobs_done = 0
+        # Seconds spent in each phase so far (summary.json's "phases"; the benchmark's breakdown).
+        self._phase_seconds = {}
+        self._phase_since = self.started
         # large objects: {"total", "estimated_bytes", "done", "bytes"}
         self.large_objects = {"total": 0, "estimated_bytes": 0, "done": 0, "bytes": 0}
         # write() is called by the background writer and by the threads that change the phase: one at a
@@ -58,6 +61,7 @@ class Progress:
     # -- updates (called from worker threads) -----------------------------------------------
     def set_phase(self, phase, message=""):
         with self.lock:
+            self._close_phase()
             self.phase = phase
             self.message = message
         self._log(f"phase {phase}" + (f": {message}" if message else ""))
@@ -116,8 +120,21 @@ class Progress:
         if count:
             self._log(f"copied {count} large object(s)")
 
+    def _close_phase(self):
+        """The time since the current phase began, added to it (the caller holds the lock)."""
+        now = time.monotonic()
+        self._phase_seconds[self.phase] = self._phase_seconds.get(self.phase, 0.0) + now - self._phase_since
+        self._phase_since = now
+
+    def phase_seconds(self):
+        """{phase: seconds} in the order the phases began, the current one up to now."""
+        with self.lock:
+            self._close_phase()
+            return {phase: round(seconds, 2) for phase, seconds in self._phase_seconds.items()}
+
     def finish(self, state, message=""):
         with self.lock:
+            self._close_phase()
             self.state = state
             self.message = message
         self._log(f"run {state}" + (f": {message}" if message else ""))

@@ -36,6 +36,9 @@ class RunSummary:
             "snapshot": self.snapshot_id or ("none (source declared frozen)" if self.options["source_frozen"]
                                              else None),
             "seconds": round(time.monotonic() - started, 2),
+            # Where the time went: "setup" (snapshot, catalog, plan) before the progress record began, then each
+            # phase ("starting" is the target's preparation: overwrite, the run's state).
+            "phases": self._phase_breakdown(started),
             "tables": tables,
             "rows": sum(t["rows"] for t in tables),
             "bytes": sum(t["bytes"] for t in tables),
@@ -51,6 +54,12 @@ class RunSummary:
             "events": self.events[-200:],
             "run_dir": self.run_dir,
         }
+
+    def _phase_breakdown(self, started):
+        if not self.progress:
+            return {}
+        phases = self.progress.phase_seconds()
+        return {"setup": round(self.progress.started - started, 2), **phases}
 
     def _write_summary(self, summary):
         if not self.run_dir:
