@@ -180,16 +180,17 @@ def test_the_maintenance_windows_read_only_setting_is_not_carried_and_the_target
     assert settings_of(dst)[(None, "default_transaction_read_only")] == "on"
 
 
+@pytest.mark.parametrize("group", ["app_servers", "cdp_app_servers"])  # the group's name, and its old one
 @pytest.mark.parametrize("app_servers, expected", [({}, []), ({"app1": {"ansible_connection": "local"}},
                                                                ["default_transaction_read_only"])])
-def test_the_read_only_default_is_skipped_only_when_the_run_has_a_maintenance_window(tmp_path, app_servers,
+def test_the_read_only_default_is_skipped_only_when_the_run_has_a_maintenance_window(tmp_path, group, app_servers,
                                                                                       expected):
-    """group_vars/all/migration.yml: with hosts in cdp_app_servers (maintenance mode makes the source
-    read-only for the run), default_transaction_read_only is not carried; with none it is, as it is."""
+    """group_vars/all/migration.yml: with hosts in app_servers (maintenance mode makes the source read-only
+    for the run), default_transaction_read_only is not carried; with none it is, as it is."""
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"migration": {"children": {
         "migration_controller": {"hosts": {"localhost": {"ansible_connection": "local"}}},
-        "cdp_app_servers": {"hosts": app_servers}}}}))
+        group: {"hosts": app_servers}}}}))
     done = subprocess.run([str(PROJECT_DIR / ".venv" / "bin" / "ansible"), "localhost", "-i", str(inventory),
                            "--playbook-dir", str(PROJECT_DIR), "-m", "ansible.builtin.debug",
                            "-a", "var=migration_database_settings_skipped"],

@@ -83,7 +83,7 @@ def test_an_entry_playbook_fails_on_an_empty_controller_group_naming_the_groups(
     assert result.returncode != 0, result.output[-2000:]
     message = one_line(result.stdout)
     assert "has no host in the group migration_controller" in message
-    assert "cdp_app_servers and monitoring_hosts" in message
+    assert "app_servers and monitoring_hosts" in message
     assert "Inventories here" in message and "development, local, production, staging" in message
 
 
@@ -275,3 +275,32 @@ def test_the_last_words_say_what_the_run_did(db_pair, tmp_path, args, words):
     assert result.returncode == 0, result.output[-3000:]
     assert words in one_line(result.stdout)
     assert "Migration finished" not in result.stdout
+
+
+def test_application_hosts_under_the_old_group_name_reach_the_application_plays(db_pair, tmp_path):
+    """The application hosts' group is app_servers; an inventory that still calls it cdp_app_servers (its name
+    when the engine knew only the CDP) keeps working: the pre-check joins its hosts to app_servers and says so."""
+    src, dst = db_pair
+    inventory = write_inventory(tmp_path, src, dst)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    groups = hosts["all"]["children"]["migration"]["children"]
+    assert "app_servers" in groups and "cdp_app_servers" not in groups  # the project's inventories: the new name
+    groups.pop("app_servers")
+    groups["cdp_app_servers"] = {"hosts": {"app-1": {"ansible_connection": "local",
+                                                     "ansible_python_interpreter": str(BIN / "python")}}}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    playbook = PROJECT_DIR / "playbooks" / f".test-app-servers-{os.getpid()}.yml"
+    playbook.write_text(yaml.safe_dump([
+        {"name": "Checks", "ansible.builtin.import_playbook": "checks/inventory.yml"},
+        {"name": "On the application hosts", "hosts": "app_servers", "gather_facts": False,
+         "tasks": [{"name": "Name the host",
+                    "ansible.builtin.debug": {"msg": "application host {{ inventory_hostname }}"}}]},
+    ]))
+    try:
+        result = ansible("ansible-playbook", str(playbook), "-i", str(inventory))
+    finally:
+        playbook.unlink()
+    assert result.returncode == 0, result.output[-3000:]
+    text = one_line(result.stdout)
+    assert "application host app-1" in text, text[-3000:]
+    assert "Deprecated: the inventory names its application hosts' group cdp_app_servers" in text
