@@ -1,10 +1,12 @@
-"""Notification callback: the copy's progress, printed while the copy task runs in the foreground.
+"""Notification callback: the copy's and the validation's progress, printed while their task runs in the
+foreground.
 
-Ansible prints nothing while a module runs. playbooks/copy.yml sets the fact
-``migration_live_progress: {file: <progress.json>, interval: <seconds>}`` just before its copy task;
-while a pg_migration_copy task then runs, a thread of this callback reads that file every ``interval``
-seconds and prints its progress line when it changed. It only reads a local file: the copy runs on
-migration_controller, the local machine (use migration_copy_in_background for a remote one).
+Ansible prints nothing while a module runs. playbooks/copy.yml (and the validation role) set the fact
+``migration_live_progress: {file: <progress.json>, interval: <seconds>}`` just before their task;
+while a pg_migration_copy (or pg_migration_validate) task then runs, a thread of this callback reads that
+file every ``interval`` seconds and prints its progress line when it changed. It only reads a local file:
+the modules run on migration_controller, the local machine (use migration_copy_in_background for a remote
+one).
 
 It is a notification callback (enabled in ansible.cfg's callbacks_enabled), so it prints under any
 stdout callback, including AWX's and ansible-runner's, which turn Display output into events.
@@ -18,19 +20,20 @@ from ansible.plugins.callback import CallbackBase
 DOCUMENTATION = r"""
 name: migration_live_progress
 type: notification
-short_description: print a running migration copy's progress line while its task runs
+short_description: print a running migration copy's (or validation's) progress line while its task runs
 description:
-  - While a pg_migration_copy task runs, prints the progress line the copy writes to its progress file
-    (set by the fact migration_live_progress) every few seconds.
+  - While a pg_migration_copy or pg_migration_validate task runs, prints the progress line the module writes to
+    its progress file (set by the fact migration_live_progress) every few seconds.
 requirements:
   - enable it in ansible.cfg (callbacks_enabled)
 """
 
-COPY_ACTIONS = ("pg_migration_copy",)
+# The modules whose progress is followed (each writes the file the fact names while it runs).
+FOLLOWED_ACTIONS = ("pg_migration_copy", "pg_migration_validate")
 
 
-def is_copy_action(action):
-    return (action or "").rsplit(".", 1)[-1] in COPY_ACTIONS
+def is_followed_action(action):
+    return (action or "").rsplit(".", 1)[-1] in FOLLOWED_ACTIONS
 
 
 def read_progress_line(path):
@@ -93,7 +96,7 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_task_start(self, task, is_conditional):
         self._stop_following()
-        if self._settings and is_copy_action(task.action) and not task.async_val:
+        if self._settings and is_followed_action(task.action) and not task.async_val:
             self._follower = ProgressFollower(self._settings["file"], self._settings["interval"], self._show)
             self._follower.start()
 
@@ -102,18 +105,18 @@ class CallbackModule(CallbackBase):
         settings = facts.get("migration_live_progress")
         if isinstance(settings, dict) and settings.get("file"):
             self._settings = {"file": str(settings["file"]), "interval": settings.get("interval") or 5}
-        if is_copy_action(result._task.action):
+        if is_followed_action(result._task.action):
             self._stop_following()
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
-        if is_copy_action(result._task.action):
+        if is_followed_action(result._task.action):
             self._stop_following()
 
     def v2_runner_on_unreachable(self, result):
         self._stop_following()
 
     def v2_runner_on_skipped(self, result):
-        if is_copy_action(result._task.action):
+        if is_followed_action(result._task.action):
             self._stop_following()
 
     def v2_playbook_on_stats(self, stats):

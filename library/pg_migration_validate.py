@@ -33,6 +33,10 @@ options:
   database_settings_skipped: {description: "Settings the copy never carries (migration_database_settings_skipped): a difference in one is a warning.", type: list, elements: str, default: []}
   artifacts_dir: {description: Where the reports are written., type: path, required: true}
   fail_on_difference: {description: Fail the task when a check fails., type: bool, default: true}
+  progress_file:
+    description: Where the progress line (the check running; for the row digests the share done and the ETA) is
+      written while the module runs, for the callback plugin migration_live_progress to print. Omitted, none.
+    type: path
 author: pgmigrate maintainers
 """
 
@@ -90,6 +94,7 @@ def main():
             "database_settings_skipped": {"type": "list", "elements": "str", "default": []},
             "artifacts_dir": {"type": "path", "required": True},
             "fail_on_difference": {"type": "bool", "default": True},
+            "progress_file": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -108,7 +113,7 @@ def main():
             query_limit_seconds=p["query_limit_seconds"], query_slower_factor=p["query_slower_factor"],
             required_indexes=p["required_indexes"], added_extensions=p["added_extensions"],
             database_settings_carried=p["database_settings_carried"],
-            database_settings_skipped=p["database_settings_skipped"])
+            database_settings_skipped=p["database_settings_skipped"], progress_file=p["progress_file"])
     except (ConfigError, PreflightError, ValidationError, ValueError) as error:
         module.fail_json(msg=str(error))
     summary = [{"name": c["name"], "status": c["status"], "summary": c["summary"], "seconds": c["seconds"]}

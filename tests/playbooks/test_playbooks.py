@@ -58,13 +58,15 @@ def test_migrate_yml_clones_the_cdp_database_and_reports_the_documents_errors(cd
 @pytest.mark.parametrize("background", [False, True], ids=["foreground", "background"])
 def test_the_copys_progress_is_printed_while_it_runs(db_pair, tmp_path, background):
     """Foreground: the callback plugin migration_live_progress prints the progress file's line while
-    the copy task runs. Background: each poll of the async job prints it. Either way the copy is exact."""
+    the copy task runs, and the validation's while it runs. Background: each poll of the async job prints
+    the copy's. Either way the copy is exact."""
     src, dst = db_pair
     # Scale 1 (about 100 MB): at 0.3 the copy, small tables copied in-process, ends within one poll.
     generate.load(src, 1)
     inventory = write_inventory(tmp_path, src, dst, {"migration_workers": 1, "migration_progress_poll_seconds": 1,
-                                                     "migration_copy_in_background": background})
-    result = playbook(inventory, "--skip-tags", "backup,validate")
+                                                     "migration_copy_in_background": background,
+                                                     "validation_workers": 1})
+    result = playbook(inventory, "--skip-tags", "backup,validate" if background else "backup")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     # The lines under the task that printed them: the foreground copy, or the polls of the background job.
     task = "TASK [Follow the copy" if background else "TASK [Copy (rows"
@@ -72,6 +74,12 @@ def test_the_copys_progress_is_printed_while_it_runs(db_pair, tmp_path, backgrou
     progress_lines = re.findall(r"^ +\[data\] +\d+\.\d% tables \d+/21 rows [\d,]+ streamed .* ETA", output,
                                 re.MULTILINE)
     assert progress_lines, result.stdout[-3000:]
+    if not background:
+        validation = result.stdout.split("TASK [validation : Validate the target against the source]", 1)[1]
+        validation = validation.split("\nTASK [", 1)[0]
+        assert re.search(r"^ +\[validate\] (catalogs and schema|content|orphans|sequences)", validation,
+                         re.MULTILINE), validation[-3000:]
+        assert "Validation passed" in result.stdout
     assert dbcompare.compare_databases(src, dst) == []
 
 

@@ -18,6 +18,7 @@ import json
 import os
 import time
 
+from ..common.files import replace_atomically
 from . import backup
 
 DIRECTORY = "rollback"
@@ -48,12 +49,7 @@ def read(backup_dir, key):
 def _write(backup_dir, key, data):
     path = _path(backup_dir, key)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    replace_atomically(path, json.dumps(data, indent=1, sort_keys=True), mode=0o600, durable=True)
 
 
 def backup_path(backup_dir, point):

@@ -7,10 +7,10 @@ the pg_migration_progress module and prints a line at each poll.
 
 import json
 import os
-import tempfile
 import threading
 import time
 
+from ..common.files import replace_atomically
 from ..common.units import human_bytes
 
 
@@ -193,26 +193,12 @@ class Progress:
         with self._write_lock:
             snap = self.snapshot()
             snap["line"] = self.line(snap)
-            self._replace(json.dumps(snap, indent=1, default=str))
+            # Compact: indented, json runs its pure-Python encoder (20 ms a write for 3,000 tables, every second).
+            replace_atomically(self.path, json.dumps(snap, default=str))
         now = time.monotonic()
         if now - self._last_log >= 10:
             self._last_log = now
             self._log(snap["line"])
-
-    def _replace(self, text):
-        """Write the file atomically through a temporary name no other writer uses."""
-        directory, name = os.path.split(os.path.abspath(self.path))
-        handle, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(handle, "w") as out:
-                out.write(text)
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.remove(tmp)
-            except FileNotFoundError:
-                pass
-            raise
 
     def _log(self, text):
         if not self.log_path:

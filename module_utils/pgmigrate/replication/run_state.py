@@ -3,7 +3,8 @@
 import datetime
 import json
 import os
-import tempfile
+
+from ..common.files import replace_atomically
 
 
 def now():
@@ -35,19 +36,5 @@ class RunState:
 
 
 def write_json_atomically(path, data, mode=0o644):
-    """Write then rename: a reader sees the old file or the new one, never half of one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True, default=str)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """Write then rename, durably: a reader sees the old file or the new one, never half of one."""
+    replace_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", mode=mode, durable=True)

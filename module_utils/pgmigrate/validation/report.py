@@ -15,7 +15,8 @@ import html
 import json
 import os
 import re
-import tempfile
+
+from ..common.files import replace_atomically
 
 JSON_FILE = "validation.json"
 MARKDOWN_FILE = "validation.md"
@@ -314,18 +315,8 @@ def render_html(result):
 
 
 def _write(path, text):
-    """Write text to path atomically: a reader sees the old report or the new one, never half of one."""
-    directory = os.path.dirname(path) or "."
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """A reader sees the old report or the new one, never half of one."""
+    replace_atomically(path, text, mode=0o644)
 
 
 def write_reports(result, directory):

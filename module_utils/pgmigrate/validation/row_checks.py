@@ -81,9 +81,19 @@ class RowChecks:
             item = {"table": name, "status": "fail", "detail": "table missing in the target"}
             counts["items"].append(item)
             content["items"].append(dict(item))
+        batches = self._digest_batches()
+        self.progress.begin("content", 2 * len(self.common_tables),
+                            2 * sum(t["table_bytes"] for t in self.common_tables))
+
+        def digested(batch):
+            return lambda _future: self.progress.advance(len(batch), sum(t["table_bytes"] for t in batch))
+
         with ThreadPoolExecutor(self.workers) as pool:
             futures = [(batch, pool.submit(self._digest_batch, self.src_pool, batch),
-                        pool.submit(self._digest_batch, self.dst_pool, batch)) for batch in self._digest_batches()]
+                        pool.submit(self._digest_batch, self.dst_pool, batch)) for batch in batches]
+            for batch, src_batch, dst_batch in futures:
+                src_batch.add_done_callback(digested(batch))
+                dst_batch.add_done_callback(digested(batch))
             results = [(table, src, dst) for batch, src_batch, dst_batch in futures
                        for table, src, dst in zip(batch, src_batch.result(), dst_batch.result(), strict=True)]
         mismatched = []

@@ -24,6 +24,7 @@ from .checks import ValidationError
 from .digests import DIGEST_BATCH_TABLES, DigestStatements
 from .integrity_checks import IntegrityChecks
 from .pool import ROW_SECURITY_QUERY, ConnectionPool, row_security_refusal
+from .progress import ValidationProgress
 from .row_checks import RowChecks
 from .schema_checks import SchemaChecks
 
@@ -33,7 +34,7 @@ __all__ = ["DIGEST_BATCH_TABLES", "ValidationError", "Validator", "validate"]
 class Validator(RowChecks, IntegrityChecks, SchemaChecks):
     def __init__(self, source, target, workers=4, sample_limit=20, exclude_schemas=(), include_schemas=(),
                  sequences_exact=True, checks=None, added_extensions=(), database_settings_carried=True,
-                 database_settings_skipped=()):
+                 database_settings_skipped=(), progress=None):
         self.source = source
         self.target = target
         self.workers = max(1, int(workers))
@@ -55,6 +56,8 @@ class Validator(RowChecks, IntegrityChecks, SchemaChecks):
         self.tables = []  # the source's tables with rows (not partitioned parents), largest first
         self.common_tables = []  # those of them the target has
         self.digest_statements = DigestStatements()  # digest statements rendered once per table shape
+        # The progress line the live-progress callback prints (validation/progress.py); none: not written.
+        self.progress = progress or ValidationProgress(None)
 
     def _catalogs(self):
         with ThreadPoolExecutor(2) as pool:
@@ -92,6 +95,7 @@ class Validator(RowChecks, IntegrityChecks, SchemaChecks):
                   "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checks": []}
         try:
             # The schema check reads the catalogs through its own queries: it runs beside the catalog reads.
+            self.progress.begin("catalogs and schema")
             with ThreadPoolExecutor(1) as pool:
                 schema = pool.submit(self.check_schema) if "schema" in self.enabled else None
                 self.src_catalog, self.dst_catalog = self._catalogs()
@@ -106,9 +110,12 @@ class Validator(RowChecks, IntegrityChecks, SchemaChecks):
             if self.enabled & {"row_counts", "content"}:
                 result["checks"].extend(self.check_rows())
             if "orphans" in self.enabled:
+                self.progress.begin("orphans")
                 result["checks"].append(self.check_orphans())
             if "sequences" in self.enabled:
+                self.progress.begin("sequences")
                 result["checks"].append(self.check_sequences())
+            self.progress.begin("large objects and database settings")
             result["checks"].extend(validate_large_objects.checks_for(self))  # large objects, database settings
         finally:
             self.src_pool.close()
