@@ -1,9 +1,9 @@
 """Notification callback: the copy's and the validation's progress, printed while their task runs in the
 foreground.
 
-Ansible prints nothing while a module runs. playbooks/copy.yml (and the validation role) set the fact
+Ansible prints nothing while a module runs. playbooks/copy.yml (and the validation and backup roles) set the fact
 ``migration_live_progress: {file: <progress.json>, interval: <seconds>}`` just before their task;
-while a pg_migration_copy (or pg_migration_validate) task then runs, a thread of this callback reads that
+while a pg_migration_copy (or pg_migration_validate, pg_backup) task then runs, a thread of this callback reads that
 file every ``interval`` seconds and prints its progress line when it changed. It only reads a local file:
 the modules run on migration_controller, the local machine (use migration_copy_in_background for a remote
 one).
@@ -20,16 +20,16 @@ from ansible.plugins.callback import CallbackBase
 DOCUMENTATION = r"""
 name: migration_live_progress
 type: notification
-short_description: print a running migration copy's (or validation's) progress line while its task runs
+short_description: print a running copy's, validation's or backup's progress line while its task runs
 description:
-  - While a pg_migration_copy or pg_migration_validate task runs, prints the progress line the module writes to
-    its progress file (set by the fact migration_live_progress) every few seconds.
+  - While a pg_migration_copy, pg_migration_validate or pg_backup task runs, prints the progress line the module
+    writes to its progress file (set by the fact migration_live_progress) every few seconds.
 requirements:
   - enable it in ansible.cfg (callbacks_enabled)
 """
 
 # The modules whose progress is followed (each writes the file the fact names while it runs).
-FOLLOWED_ACTIONS = ("pg_migration_copy", "pg_migration_validate")
+FOLLOWED_ACTIONS = ("pg_migration_copy", "pg_migration_validate", "pg_backup")
 
 
 def is_followed_action(action):

@@ -40,6 +40,10 @@ options:
   keep: {description: How many backups of each kind to keep (prune)., type: int, default: 3}
   pg_bin_dir: {description: Directory of pg_dump and pg_restore (default the newest installed)., type: path}
   maintenance_db: {description: Database to connect to while the restored one is dropped and created., type: str, default: postgres}
+  progress_file:
+    description: "create: where the progress line (the dump running, bytes written, the share of the last backup's
+      size and an ETA) is written while the module runs, for the callback plugin migration_live_progress."
+    type: path
   terminate_connections: {description: Disconnect the sessions of the database being restored., type: bool, default: true}
   no_owner: {description: Restore without the archive's owners., type: bool, default: false}
   no_privileges: {description: Restore without the archive's privileges., type: bool, default: false}
@@ -93,6 +97,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 try:
     from ansible.module_utils.pgmigrate.backup import backup, rollback_point
+    from ansible.module_utils.pgmigrate.backup.progress import BackupProgress
     from ansible.module_utils.pgmigrate.common.module_args import clean_connection, connection_argument
     IMPORT_ERROR = None
 except ImportError:
@@ -129,12 +134,20 @@ def create(module, connection):
     """Back up, then (with latest) verify each backup as it lies on disk and only then point latest/ at it:
     one module call, where three tasks and a loop cost a second or more of the whole run each."""
     params = module.params
-    created = backup.create_backup(connection, params["label"], params["path"], params["kinds"], params["jobs"],
-                                   params["run_id"], params["pg_bin_dir"], module.check_mode)
-    result = {"changed": True, **created, "warnings_from_tools": created.pop("warnings")}
-    if params["latest"] and not module.check_mode:
-        result.update(verify(module, [one["path"] for one in created["backups"]], result))
-        backup.point_latest(params["latest"], created["backups"])
+    progress = BackupProgress(None if module.check_mode else params["progress_file"], params["label"],
+                              params["latest"])
+    try:
+        created = backup.create_backup(connection, params["label"], params["path"], params["kinds"], params["jobs"],
+                                       params["run_id"], params["pg_bin_dir"], module.check_mode, progress)
+        result = {"changed": True, **created, "warnings_from_tools": created.pop("warnings")}
+        if params["latest"] and not module.check_mode:
+            progress.step(f"verifying {len(created['backups'])} backup(s)")
+            result.update(verify(module, [one["path"] for one in created["backups"]], result))
+            backup.point_latest(params["latest"], created["backups"])
+    except BaseException:
+        progress.finish("failed")
+        raise
+    progress.finish("done")
     return result
 
 
@@ -182,6 +195,7 @@ def main():
             "no_owner": {"type": "bool", "default": False},
             "no_privileges": {"type": "bool", "default": False},
             "analyze": {"type": "bool", "default": True},
+            "progress_file": {"type": "path"},
         },
         required_if=[("action", action, ["connection", "path"]) for action in NEEDS_CONNECTION]
         + [("action", "prune", ["path", "keys"]), ("action", "verify", ["path", "paths"], True)],

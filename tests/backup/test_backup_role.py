@@ -8,6 +8,7 @@ databases (tests/dbcompare.py), never by looking at which tasks ran.
 import json
 import os
 import pathlib
+import re
 import stat
 import subprocess
 import time
@@ -17,8 +18,9 @@ import pytest
 
 import dbcompare
 from cdp_reference import generate
-from conftest import PROJECT_DIR, connect, execute, write_inventory
+from conftest import PROJECT_DIR, connect, execute, query, write_inventory
 from pgmigrate.backup import backup
+from pgmigrate.backup.progress import BackupProgress
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 PG_BIN = pathlib.Path("/usr/lib/postgresql/15/bin")
@@ -317,3 +319,64 @@ def _is_disconnected(conn):
     except Exception:  # the server terminated the session when the database was dropped
         return True
     return False
+
+
+def run_with_pg_dump_held(inventory, src, seconds=2.5):
+    """The backup playbook, its pg_dump held for a few seconds by a lock on a table it must read: however fast
+    the machine, the dump is still running when the progress callback looks."""
+    holder = connect(src)
+    with holder.cursor() as cur:
+        cur.execute("LOCK TABLE public.team IN ACCESS EXCLUSIVE MODE")
+    process = subprocess.Popen(playbook_command(inventory), cwd=PROJECT_DIR, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            waiting = query(src, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")[0][0]
+            if waiting:
+                time.sleep(seconds)
+                break
+            time.sleep(0.1)
+    finally:
+        holder.rollback()
+        holder.close()
+    stdout, stderr = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def test_the_backups_progress_is_printed_while_pg_dump_runs(db_pair, tmp_path):
+    """The callback plugin migration_live_progress prints the backup's progress line under its task: the kind
+    being dumped and the bytes written (and, from the second backup on, the share of the last one and an ETA)."""
+    src, dst = db_pair
+    generate.load(src, 0.05)
+    inventory = write_inventory(tmp_path, src, dst, {"backup_databases": ["source"], "backup_kinds": ["data-only"],
+                                                     "migration_progress_poll_seconds": 1})
+    for attempt in (1, 2):
+        result = run_with_pg_dump_held(inventory, src)
+        assert result.returncode == 0, output(result)
+        task = result.stdout.split("TASK [backup : Back up from one snapshot", 1)[1].split("\nTASK [", 1)[0]
+        lines = re.findall(r"^ +\[backup source\] data-only: [\d.]+ [kMG]?B written, .*", task, re.MULTILINE)
+        assert lines, task[-3000:]
+        if attempt == 2:  # the first backup's size is the second's yardstick
+            assert any(re.search(r"\d+% of the last backup \([\d.]+ [kMG]?B\), elapsed \d+s ETA", line)
+                       for line in lines), lines
+
+
+def test_the_backup_progress_line_measures_against_the_last_backup(tmp_path):
+    latest = tmp_path / "latest"
+    (latest / "complete").mkdir(parents=True)
+    (latest / "complete" / "backup.json").write_text(json.dumps({"bytes": 4000}))
+    unit = tmp_path / "run" / "complete"
+    unit.mkdir(parents=True)
+    (unit / "toc.dat").write_bytes(b"x" * 1000)
+    progress_file = tmp_path / "backup-progress.json"
+    progress = BackupProgress(str(progress_file), "source", str(latest))
+    with progress.dumping("complete", str(unit)):
+        time.sleep(0.2)
+        line = json.loads(progress_file.read_text())
+    assert line["state"] == "running"
+    assert re.match(r"\[backup source\] complete: 1000 B written, 25% of the last backup \(3\.9 kB\), "
+                    r"elapsed \d+s ETA \d+s$", line["line"]), line
+    progress.finish("done")
+    assert json.loads(progress_file.read_text())["state"] == "done"

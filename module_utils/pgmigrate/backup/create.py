@@ -26,6 +26,7 @@ from .base import (
 )
 from .counts import _counter, _hidden_rows_problem, count_tables, count_through_policies, list_tables
 from .manifest import _files, write_manifest
+from .progress import BackupProgress
 
 
 def dump_arguments(kind, unit, pg_dump, snapshot, jobs, through_policies=False):
@@ -142,13 +143,15 @@ def _record(kind, label, params, snapshot_facts, dump_version, result, run_id, t
     }
 
 
-def create_backup(params, label, path, kinds, jobs=2, run_id="", pg_bin_dir=None, check_mode=False):
+def create_backup(params, label, path, kinds, jobs=2, run_id="", pg_bin_dir=None, check_mode=False, progress=None):
     """Dump one database into path/<kind>/ for each kind, all from one snapshot, with exact row counts.
 
     Returns {"backups": [{kind, path, files, bytes, seconds}], "tables", "rows", "snapshot", "warnings"}.
     A backup directory that already holds files is refused; on failure what this call created is removed,
     and the error raised is the first cause (a dump still running is stopped, its error left aside).
+    progress: a progress.BackupProgress, told what is dumped while it is.
     """
+    progress = progress or BackupProgress(None, label)
     kinds = [kind for kind in KINDS if kind in kinds]  # the plan's order, no duplicates
     path = os.path.abspath(path)
     units = {kind: os.path.join(path, kind) for kind in kinds}
@@ -185,7 +188,7 @@ def create_backup(params, label, path, kinds, jobs=2, run_id="", pg_bin_dir=None
         for kind in sorted(kinds, key=lambda kind: kind != "complete"):
             began = time.monotonic()
             arguments = dump_arguments(kind, units[kind], pg_dump, snapshot, jobs, through_policies)
-            with tempfile.TemporaryFile() as stderr_file:
+            with tempfile.TemporaryFile() as stderr_file, progress.dumping(kind, units[kind]):
                 process = subprocess.Popen(arguments, env=env, stdout=subprocess.DEVNULL, stderr=stderr_file)
                 try:
                     counts += count_tables(counter, snapshot, pending)

@@ -11,18 +11,7 @@ import threading
 import time
 
 from ..common.files import replace_atomically
-from ..common.units import human_bytes
-
-
-def human_seconds(seconds):
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+from ..common.units import human_bytes, human_seconds
 
 
 class Progress:

@@ -8,8 +8,8 @@ import json
 import threading
 import time
 
-from ..clone.progress import human_seconds
 from ..common.files import replace_atomically
+from ..common.units import human_seconds
 
 # At most one write a second: the callback reads the file every migration_progress_poll_seconds.
 WRITE_INTERVAL = 1.0
