@@ -28,14 +28,22 @@ from .counts import _counter, _hidden_rows_problem, count_tables, count_through_
 from .manifest import _files, write_manifest
 from .progress import BackupProgress
 
+# pg_dump's gzip level for the complete backup. Measured on a 205 MB CDP database (scale 2, -j2, 2 cores):
+# level 0 1.5 s and 178 MB, 1 2.7 s and 70 MB, 3 3.3 s and 68 MB, 6 (pg_dump's default) 5.6 s and 64 MB; a
+# restore takes the same time from each. Level 1 keeps nearly all of the saving in space at half the time.
+DEFAULT_COMPRESS_LEVEL = 1
 
-def dump_arguments(kind, unit, pg_dump, snapshot, jobs, through_policies=False):
+
+def dump_arguments(kind, unit, pg_dump, snapshot, jobs, through_policies=False,
+                   compress_level=DEFAULT_COMPRESS_LEVEL):
     """pg_dump's arguments. through_policies: some table is read through its row-level security policies
-    (count_through_policies proved they show every row), so pg_dump must not set row_security off."""
+    (count_through_policies proved they show every row), so pg_dump must not set row_security off.
+    compress_level: gzip's level (0-9) for the complete backup's directory archive."""
     common = [f"--snapshot={snapshot}"] + (["--enable-row-security"] if through_policies else [])
     if kind == "complete":
         # Owners and privileges stay in the archive so that a restore is exact; pg_restore can leave them out.
-        return [pg_dump, "--format=directory", f"--jobs={jobs}", *common, f"--file={os.path.join(unit, ARCHIVE_DIR)}"]
+        return [pg_dump, "--format=directory", f"--jobs={jobs}", f"--compress={int(compress_level)}", *common,
+                f"--file={os.path.join(unit, ARCHIVE_DIR)}"]
     flag = "--schema-only" if kind == "schema-only" else "--data-only"
     return [pg_dump, flag, "--no-owner", "--no-privileges", "--format=plain", *common,
             f"--file={os.path.join(unit, PLAIN_FILES[kind])}"]
@@ -143,7 +151,8 @@ def _record(kind, label, params, snapshot_facts, dump_version, result, run_id, t
     }
 
 
-def create_backup(params, label, path, kinds, jobs=2, run_id="", pg_bin_dir=None, check_mode=False, progress=None):
+def create_backup(params, label, path, kinds, jobs=2, run_id="", pg_bin_dir=None, check_mode=False, progress=None,
+                  compress_level=DEFAULT_COMPRESS_LEVEL):
     """Dump one database into path/<kind>/ for each kind, all from one snapshot, with exact row counts.
 
     Returns {"backups": [{kind, path, files, bytes, seconds}], "tables", "rows", "snapshot", "warnings"}.
@@ -187,7 +196,7 @@ def create_backup(params, label, path, kinds, jobs=2, run_id="", pg_bin_dir=None
         # The complete dump (parallel, the longest) runs while the counter counts the other tables.
         for kind in sorted(kinds, key=lambda kind: kind != "complete"):
             began = time.monotonic()
-            arguments = dump_arguments(kind, units[kind], pg_dump, snapshot, jobs, through_policies)
+            arguments = dump_arguments(kind, units[kind], pg_dump, snapshot, jobs, through_policies, compress_level)
             with tempfile.TemporaryFile() as stderr_file, progress.dumping(kind, units[kind]):
                 process = subprocess.Popen(arguments, env=env, stdout=subprocess.DEVNULL, stderr=stderr_file)
                 try:
