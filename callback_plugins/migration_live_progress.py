@@ -1,8 +1,9 @@
-"""Notification callback: the copy's and the validation's progress, printed while their task runs in the
-foreground.
+"""Notification callback: the copy's, the validation's and the backup's progress, printed while their task
+runs in the foreground.
 
-Ansible prints nothing while a module runs. playbooks/copy.yml (and the validation and backup roles) set the fact
-``migration_live_progress: {file: <progress.json>, interval: <seconds>}`` just before their task;
+Ansible prints nothing while a module runs. playbooks/copy.yml sets the fact
+``migration_live_progress: {file: <progress.json>, interval: <seconds>}`` just before its task (the validation
+and backup roles their own validation_live_progress and backup_live_progress);
 while a pg_migration_copy (or pg_migration_validate, pg_backup) task then runs, a thread of this callback reads that
 file every ``interval`` seconds and prints its progress line when it changed. It only reads a local file:
 the modules run on migration_controller, the local machine (use migration_copy_in_background for a remote
@@ -27,6 +28,10 @@ description:
 requirements:
   - enable it in ansible.cfg (callbacks_enabled)
 """
+
+# The fact that names the progress file: migration_live_progress (playbooks/copy.yml), a role's own
+# <role>_live_progress (validation_live_progress, backup_live_progress).
+PROGRESS_FACT_SUFFIX = "_live_progress"
 
 # The modules whose progress is followed (each writes the file the fact names while it runs).
 FOLLOWED_ACTIONS = ("pg_migration_copy", "pg_migration_validate", "pg_backup")
@@ -102,7 +107,7 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_ok(self, result):
         facts = result._result.get("ansible_facts") or {}
-        settings = facts.get("migration_live_progress")
+        settings = next((value for name, value in facts.items() if name.endswith(PROGRESS_FACT_SUFFIX)), None)
         if isinstance(settings, dict) and settings.get("file"):
             self._settings = {"file": str(settings["file"]), "interval": settings.get("interval") or 5}
         if is_followed_action(result._task.action):
