@@ -12,7 +12,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from ..common.files import replace_atomically
+from ..common.files import write_progress_line
 from ..common.units import human_bytes, human_seconds
 from .base import RECORD
 
@@ -89,9 +89,5 @@ class BackupProgress:
         self.step(state)
 
     def _write(self, line):
-        if not self.path:
-            return
-        try:
-            replace_atomically(self.path, json.dumps({"state": self.state, "line": line, "updated_at": time.time()}))
-        except OSError:
-            pass  # progress is a courtesy: it never fails a backup
+        if self.path:
+            write_progress_line(self.path, self.state, line)

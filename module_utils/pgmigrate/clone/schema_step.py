@@ -54,14 +54,14 @@ class SchemaStep:
         _remove_orphaned_early_dumps(directory)
         path = os.path.join(directory, f"{EARLY_DUMP_PREFIX}{os.getpid()}-{threading.get_ident()}.dump.tmp")
         pool = ThreadPoolExecutor(1, thread_name_prefix="pgmigrate-schema-dump")
-        self.early_schema_dump = (path, pool, pool.submit(self._dump_schema, path))
-        pool.shutdown(wait=False)
+        self.early_schema_dump = (path, pool.submit(self._dump_schema, path))
+        pool.shutdown(wait=False)  # the dump goes on; its future is all the run keeps
 
     def _take_early_schema_dump(self, dump_path):
         """The early dump moved to dump_path once finished (its error raised here); False when there is none."""
         if self.early_schema_dump is None:
             return False
-        path, _pool, future = self.early_schema_dump
+        path, future = self.early_schema_dump
         self.early_schema_dump = None
         try:
             future.result()
@@ -74,7 +74,7 @@ class SchemaStep:
     def _discard_early_schema_dump(self):
         """A run that ends before its pre-data (nothing to do, a refusal, an error) leaves no dump behind."""
         if self.early_schema_dump is not None:
-            path, _pool, future = self.early_schema_dump
+            path, future = self.early_schema_dump
             self.early_schema_dump = None
             try:
                 future.exception()  # waits: the dump ends with its snapshot, a second or two at most

@@ -1,7 +1,9 @@
 """Files that readers may open at any moment: written whole under a temporary name, then renamed."""
 
+import json
 import os
 import tempfile
+import time
 
 
 def replace_atomically(path, text, mode=None, durable=False):
@@ -26,3 +28,12 @@ def replace_atomically(path, text, mode=None, durable=False):
         except FileNotFoundError:
             pass
         raise
+
+
+def write_progress_line(path, state, line):
+    """The progress file the live-progress callback reads ({"state", "line"}); a courtesy, so a write that
+    fails (a full disk) is left unwritten rather than failing the work it describes."""
+    try:
+        replace_atomically(path, json.dumps({"state": state, "line": line, "updated_at": time.time()}))
+    except OSError:
+        pass

@@ -4,11 +4,10 @@
     [validate] content  42.0% digests 2,521/6,002 (both sides) elapsed 3s ETA 4s
 """
 
-import json
 import threading
 import time
 
-from ..common.files import replace_atomically
+from ..common.files import write_progress_line
 from ..common.units import human_seconds
 
 # At most one write a second: the callback reads the file every migration_progress_poll_seconds.
@@ -76,8 +75,4 @@ class ValidationProgress:
         if not force and now - self._written < WRITE_INTERVAL:
             return
         self._written = now
-        try:
-            replace_atomically(self.path, json.dumps({"state": self.state, "line": self.line(),
-                                                      "updated_at": time.time()}))
-        except OSError:
-            pass  # progress is a courtesy: a full disk must not fail the proof
+        write_progress_line(self.path, self.state, self.line())
