@@ -2,6 +2,7 @@
 changes, the final state), it is always complete and never makes a writer fail."""
 
 import json
+import os
 import threading
 
 from pgmigrate.clone.progress import Progress
@@ -46,3 +47,30 @@ def test_large_objects_count_in_the_progress_line(tmp_path):
     assert (snap["large_objects_done"], snap["large_objects_total"], snap["large_object_bytes"]) == (5, 5, 300)
     assert "large objects 5/5" in progress.line(snap)
     assert snap["fraction"] == 0.75  # 300 of 400 estimated bytes, the table not copied yet
+
+
+def test_the_log_keeps_every_line_whole_and_is_closed_at_the_end(tmp_path):
+    """The log is written through one handle kept open (thousands of lines on a database of many tables):
+    lines from many threads at once each arrive whole, and finish() leaves no file descriptor open."""
+    log_path = tmp_path / "progress.log"
+    progress = Progress(None, "run-3", [(f"public.t{i}", 10, 1) for i in range(40)], log_path=str(log_path))
+    start = threading.Barrier(4)
+
+    def copy(worker):
+        start.wait()
+        for i in range(worker, 40, 4):
+            progress.part_done(f"public.t{i}", i, detail=f"analyzed by worker {worker}")
+
+    threads = [threading.Thread(target=copy, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    progress.finish("complete", "done")
+    lines = log_path.read_text().splitlines()
+    copied = sorted(line.split(" ", 2)[2] for line in lines if " copied " in line)
+    assert copied == sorted(f"copied public.t{i}: {i} rows; analyzed by worker {i % 4}" for i in range(40))
+    assert lines[-1].endswith("run complete: done")
+    open_files = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                  if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert str(log_path) not in open_files

@@ -97,7 +97,7 @@ class DataStep:
             part_id = key[5:]
             table_name = result["table"]
             self.results[part_id] = result
-            self.progress.part_done(table_name, result["rows"])
+            self.progress.part_done(table_name, result["rows"], detail=result.pop("detail", None))
             with lock:
                 remaining_parts[table_name] -= 1
                 finished = remaining_parts[table_name] == 0
@@ -133,11 +133,14 @@ class DataStep:
             bundled = result.pop("bundled")
             for step in bundled:
                 self.done[step] = {}
-                if step.startswith("post:"):
-                    self.progress.job_done(step[5:])
+            built = sum(1 for step in bundled if step.startswith("post:"))
             attached = sum(1 for step in bundled if step.startswith("attach:"))
-            if attached:
-                self._event(f"attached {attached} key(s) of {table_plan['table']} to their indexes")
+            self.progress.bundled_jobs_done(built)
+            # One log line per table (thousands on some databases), the same words as the jobs' own lines.
+            result["detail"] = ", ".join(
+                ([f"built {built} index(es) and constraint(s)"] if built else [])
+                + ([f"attached {attached} key(s) of {table_plan['table']} to their indexes"] if attached else [])
+                + (["analyzed"] if f"analyze:{table_plan['table']}" in bundled else []))
             return result
         return run
 
@@ -148,25 +151,28 @@ class DataStep:
 
     def _small_table_bundle(self, table_name, entries):
         """A small table's indexes and constraints (entries), the keys attached to them and its ANALYZE, in
-        the transaction that copied it: one job and one commit per table instead of four (per-table cost
-        is what a database of thousands of small tables pays for)."""
+        the transaction that copied it: one job and one commit per table instead of four, their statements
+        and records sent with the part's own record in one round trip (per-table cost is what a database
+        of thousands of small tables pays for)."""
         def then(cur, worker):
-            steps = []
-            if entries:
-                self._post_data_settings(cur)
+            statements, steps = [], []
             for entry in entries:
                 if f"post:{entry['key']}" not in self.done:
-                    cur.execute(entry["sql"])
+                    statements.append(entry["sql"])
                     steps.append(f"post:{entry['key']}")
             for entry in entries:
                 if entry.get("attach_sql") and f"attach:{entry['key']}" not in self.done:
-                    cur.execute(entry["attach_sql"])
+                    statements.append(entry["attach_sql"])
                     steps.append(f"attach:{entry['key']}")
             if self.options["analyze"] and f"analyze:{table_name}" not in self.done:
-                cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(table_name)))
+                statements.append(f"ANALYZE {table_name}")
                 steps.append(f"analyze:{table_name}")
-            state.mark_many_done(cur, self.run_id, [(step, None, None) for step in steps], worker=worker)
-            return steps
+            if entries:
+                statements.insert(0, self._post_data_settings_sql(cur))
+            if steps:
+                statements.append(state.done_statement(cur, self.run_id, [(step, None, None) for step in steps],
+                                                       worker=worker))
+            return statements, steps
         return then
 
     def _large_object_jobs(self):

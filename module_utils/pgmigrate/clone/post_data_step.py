@@ -13,13 +13,16 @@ class PostDataStep:
     """A step of copier.Engine: the run's context (options, plan, state, progress) is the engine's."""
 
     def _post_data_settings(self, cur):
+        cur.execute(self._post_data_settings_sql(cur))
+
+    def _post_data_settings_sql(self, cur):
         """The dump's post-data preamble (search_path local to the transaction), then the run's own
-        lock_timeout: the preamble sets lock_timeout = 0, so it must come first."""
+        lock_timeout: the preamble sets lock_timeout = 0, so it must come first. One string, one round trip."""
         lock_timeout = sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(self.options["lock_timeout"]))
-        if self.post_settings:  # in one round trip
+        if self.post_settings:
             lock_timeout = sql.SQL(self.post_settings.replace(", false)", ", true)").rstrip().rstrip(";") + ";\n") \
                 + lock_timeout
-        cur.execute(lock_timeout)
+        return lock_timeout.as_string(cur)
 
     def _post_data_job(self, entry):
         def run(worker, conn):

@@ -46,6 +46,8 @@ class Progress:
         self._stop = threading.Event()
         self._thread = None
         self._last_log = 0.0
+        self._log_lock = threading.Lock()
+        self._log_handle = None
 
     # -- updates (called from worker threads) -----------------------------------------------
     def set_phase(self, phase, message=""):
@@ -70,7 +72,7 @@ class Progress:
             entry["bytes"] -= streamed_bytes
             entry["status"] = "retrying"
 
-    def part_done(self, table, rows, already_done=False, bytes_=0):
+    def part_done(self, table, rows, already_done=False, bytes_=0, detail=None):
         with self.lock:
             entry = self.tables[table]
             entry["parts_done"] += 1
@@ -80,7 +82,7 @@ class Progress:
             if entry["parts_done"] >= entry["parts"]:
                 entry["status"] = "done" if not already_done else "done (earlier run)"
         if not already_done:
-            self._log(f"copied {table}: {rows} rows")
+            self._log(f"copied {table}: {rows} rows" + (f"; {detail}" if detail else ""))
 
     def set_jobs(self, total, done=0):
         with self.lock:
@@ -90,6 +92,11 @@ class Progress:
         with self.lock:
             self.jobs_done += 1
         self._log(f"done {description}")
+
+    def bundled_jobs_done(self, count):
+        """count post-data jobs done with their table's copy (its log line says so)."""
+        with self.lock:
+            self.jobs_done += count
 
     def set_large_objects(self, total, estimated_bytes, done=0, done_bytes=0):
         with self.lock:
@@ -129,6 +136,7 @@ class Progress:
         self._log(f"run {state}" + (f": {message}" if message else ""))
         self.stop()
         self.write()
+        self._close_log()
 
     # -- reporting --------------------------------------------------------------------------
     def snapshot(self):
@@ -190,10 +198,14 @@ class Progress:
             self._log(snap["line"])
 
     def _log(self, text):
+        """A line of the log, written at once (line-buffered) through a handle kept open until stop(): the
+        workers log a line or two per table, thousands on a database of many tables."""
         if not self.log_path:
             return
-        with open(self.log_path, "a") as handle:
-            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        with self._log_lock:
+            if self._log_handle is None:
+                self._log_handle = open(self.log_path, "a", buffering=1)
+            self._log_handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
     # -- background writer ------------------------------------------------------------------
     def start(self):
@@ -210,3 +222,10 @@ class Progress:
         self._stop.set()
         if self._thread and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        self._close_log()
+
+    def _close_log(self):
+        with self._log_lock:
+            if self._log_handle is not None:
+                self._log_handle.close()
+                self._log_handle = None

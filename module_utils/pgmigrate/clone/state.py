@@ -93,15 +93,19 @@ def mark_done(cur, run_id, step, rows=None, bytes_=None, seconds=None, worker=No
 
 def mark_many_done(cur, run_id, steps, seconds=None, worker=None):
     """Record several steps as done in one statement: steps is a list of (step, rows, bytes)."""
-    if not steps:
-        return
+    if steps:
+        cur.execute(done_statement(cur, run_id, steps, seconds, worker))
+
+
+def done_statement(cur, run_id, steps, seconds=None, worker=None):
+    """The INSERT that records steps, [(step, rows, bytes)], as done: for a caller that sends it in one round
+    trip with other statements of the same transaction."""
     names, rows, sizes = (list(column) for column in zip(*steps, strict=True))
-    cur.execute(
+    return cur.mogrify(
         f"INSERT INTO {STATE_SCHEMA}.done (run_id, step, rows, bytes, seconds, worker) "
         "SELECT %s, s.step, s.rows, s.bytes, %s, %s FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
         "AS s(step, rows, bytes)",
-        (run_id, seconds, worker, names, rows, sizes),
-    )
+        (run_id, seconds, worker, names, rows, sizes)).decode()
 
 
 def drop_state_in(cur):

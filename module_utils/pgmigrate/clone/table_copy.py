@@ -17,6 +17,12 @@ from .transfers import InProcessTransfer, StreamingTransfer
 FREEZE_MIN_BYTES = 1 << 20
 
 
+def _terminated(statement):
+    """statement ending with its semicolon: statements joined into one round trip stay apart."""
+    statement = statement.rstrip()
+    return statement if statement.endswith(";") else statement + ";"
+
+
 def _quote_columns(columns):
     return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
 
@@ -60,18 +66,19 @@ class TableCopy:
             StreamingTransfer(self, worker, table_plan, table, part, fmt)
         try:
             with target_conn.cursor() as cur:
-                # One round trip for the transaction's settings (a small table's copy is a few of them).
-                cur.execute(sql.SQL("SET LOCAL lock_timeout = {}; SET LOCAL synchronous_commit = off").format(
-                    sql.Literal(self.options["lock_timeout"]))
-                    + sql.SQL("; SET LOCAL client_encoding = 'UTF8'; SET LOCAL datestyle = ISO, YMD; "
-                              "SET LOCAL intervalstyle = postgres" if fmt == "text" else ""))
+                # A small table's copy is a few round trips: the transaction's settings go with the first
+                # statement, and everything after the COPY with one more (see _after_copy).
+                settings = self._transaction_settings(target_conn, fmt)
                 disabled_triggers, unvalidated = [], []
+                freeze = False
+                if whole and self.options["schema_mode"] == "copy":
+                    freeze = self._truncate_to_freeze(cur, table, table_plan, settings)
+                else:
+                    cur.execute(settings)
                 if self.options["schema_mode"] == "existing":
                     disabled_triggers = self._disable_triggers_locally(cur, table)
                     unvalidated = self._drop_unvalidated_constraints_locally(cur, table)
                     forced_rls = self._unforce_row_security_locally(cur, table)
-                freeze = whole and self.options["schema_mode"] == "copy" and self._truncate_to_freeze(
-                    cur, table, table_plan)
                 options = f"FORMAT {fmt}" + (", FREEZE" if freeze else "")
                 column_list = (sql.SQL(" ({})").format(_quote_columns(table["copy_columns"]))
                                if table["copy_columns"] else sql.SQL(""))
@@ -86,8 +93,7 @@ class TableCopy:
                     cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
                         sql.SQL(table["qualname"]), sql.Identifier(name), sql.SQL(definition)))
                 seconds = round(time.monotonic() - t0, 3)
-                state.mark_done(cur, self.run_id, f"data:{part['id']}", rows, streamed, seconds, worker)
-                bundled = then(cur, worker) if then else []
+                bundled = self._after_copy(cur, worker, part, rows, streamed, seconds, then)
             target_conn.commit()
             return {"rows": rows, "bytes": streamed, "seconds": seconds, "worker": worker, "format": fmt,
                     "bundled": bundled}
@@ -100,16 +106,40 @@ class TableCopy:
         finally:
             transfer.close()
 
+    def _transaction_settings(self, conn, fmt):
+        """SET LOCAL of the copy's transaction: its lock_timeout, no wait for the WAL flush, and for text
+        COPY the settings its text depends on."""
+        return sql.SQL("SET LOCAL lock_timeout = {}; SET LOCAL synchronous_commit = off").format(
+            sql.Literal(self.options["lock_timeout"])).as_string(conn) + (
+            "; SET LOCAL client_encoding = 'UTF8'; SET LOCAL datestyle = ISO, YMD; SET LOCAL intervalstyle = postgres"
+            if fmt == "text" else "")
+
+    def _after_copy(self, cur, worker, part, rows, streamed, seconds, then):
+        """The part recorded done and, for a small table, then(cur, worker)'s statements (its indexes, keys
+        and ANALYZE, with their own records): one round trip. Returns the steps then recorded."""
+        statements = [state.done_statement(cur, self.run_id, [(f"data:{part['id']}", rows, streamed)], seconds,
+                                           worker)]
+        bundled = []
+        if then:
+            more, bundled = then(cur, worker)
+            statements += more
+        cur.execute("\n".join(_terminated(statement) for statement in statements))
+        return bundled
+
     @staticmethod
-    def _truncate_to_freeze(cur, table, table_plan):
-        """Copy mode, a whole table: TRUNCATE it in the copy's transaction, so that COPY FREEZE writes its
-        rows frozen. A small empty table (pre-data just created it) is loaded as it is (FREEZE_MIN_BYTES);
-        one that holds rows is truncated all the same. Returns whether the copy may FREEZE."""
+    def _truncate_to_freeze(cur, table, table_plan, settings):
+        """Copy mode, a whole table: the transaction's settings, then TRUNCATE it in the copy's transaction,
+        so that COPY FREEZE writes its rows frozen. A small empty table (pre-data just created it) is loaded
+        as it is (FREEZE_MIN_BYTES); one that holds rows is truncated all the same. Returns whether the
+        copy may FREEZE."""
+        qualname = table["qualname"]
         if table_plan["bytes"] < FREEZE_MIN_BYTES:
-            cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM ONLY {})").format(sql.SQL(table["qualname"])))
+            cur.execute(f"{settings}; SELECT EXISTS (SELECT FROM ONLY {qualname})")
             if not cur.fetchone()[0]:
                 return False
-        cur.execute(sql.SQL("TRUNCATE ONLY {}").format(sql.SQL(table["qualname"])))
+            cur.execute(f"TRUNCATE ONLY {qualname}")
+            return True
+        cur.execute(f"{settings}; TRUNCATE ONLY {qualname}")
         return True
 
     def _disable_triggers_locally(self, cur, table):
