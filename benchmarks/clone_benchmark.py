@@ -2,8 +2,11 @@
 """Clone benchmark: pgmigrate vs pgcopydb vs pg_dump | pg_restore on the same servers, in one run.
 
 Each tool clones the whole CDP reference database (schema, data, indexes, constraints, sequences)
-from the embedded source server into a freshly recreated, empty database on the embedded target
-server. Runs alternate between tools (round 1: A B C, round 2: B C A, round 3: C A B, ...); for each
+from the embedded source server into a new, empty database on the embedded target server, one for each
+run (<target-db>_r<round>_<tool>), all dropped at the end: dropping the previous run's clone just before the
+next one would delete thousands of files, and on ext4 without a journal (these machines) creating files
+is then up to 20 times slower for minutes (the allocator skips inodes deleted in the last 60 to 360 s),
+whichever tool runs next. Runs alternate between tools (round 1: A B C, round 2: B C A, round 3: C A B, ...); for each
 run the benchmark measures the wall time and the peak memory of the tool's whole process tree, then
 checks the clone (row counts, indexes, foreign keys, sequences) against the source.
 
@@ -270,7 +273,8 @@ class Benchmark:
         self.source = Server("source", args.source_host, args.source_port, "postgres", secrets / "source.password")
         self.target = Server("target", args.target_host, args.target_port, "postgres", secrets / "target.password")
         self.source_db = args.source_db
-        self.target_db = args.target_db
+        self.target_db = args.target_db  # the current run's (reset_target); each run has its own
+        self.target_dbs: list[str] = []  # every run's, dropped by cleanup()
         self.pg_bin = pathlib.Path(args.pg_bin)
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="clone-bench-"))
         os.chmod(self.tmp, 0o700)
@@ -370,7 +374,10 @@ class Benchmark:
                                 f"process wrote to, reloaded or dropped it): {self.source_fingerprint!r:.200} -> "
                                 f"{now!r:.200}; rerun, or pick another --source-db")
 
-    def reset_target(self) -> None:
+    def reset_target(self, run_name: str) -> None:
+        """A new, empty database for the run (a leftover of an interrupted benchmark dropped first)."""
+        self.target_db = f"{self.args.target_db}_{run_name}"
+        self.target_dbs.append(self.target_db)
         name = sql.Identifier(self.target_db)
         self._admin(self.target, [sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name),
                                   sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(name),
@@ -506,7 +513,7 @@ class Benchmark:
         workdir = self.tmp / f"r{round_no}-{position}-{tool}"
         workdir.mkdir()
         self.check_source_unchanged()
-        self.reset_target()
+        self.reset_target(f"r{round_no}_{tool}")
         load_before = os.getloadavg()
         log(f"round {round_no}: {TOOL_LABELS[tool]} (load average {load_before[0]:.2f})")
         sampler = TreeSampler()
@@ -574,11 +581,12 @@ class Benchmark:
         return run
 
     def cleanup(self) -> None:
-        try:
-            self._admin(self.target, [sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(self.target_db))])
-        except psycopg2.Error as exc:
-            log(f"could not drop {self.target_db} on the target: {exc}")
+        for target_db in self.target_dbs:
+            try:
+                self._admin(self.target, [sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(target_db))])
+            except psycopg2.Error as exc:
+                log(f"could not drop {target_db} on the target: {exc}")
         if self.args.keep_temp:
             self.pgpassfile.unlink(missing_ok=True)
             log(f"kept the logs and pgmigrate artifacts in {self.tmp}")
@@ -755,7 +763,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--source-db", default=None,
                         help="database loaded on the source server (default cdp_clone_bench, or sql_clone_bench "
                              "with --source-sql: the two never share a database)")
-    parser.add_argument("--target-db", default="bench_clone", help="database dropped and recreated on the target")
+    parser.add_argument("--target-db", default="bench_clone",
+                        help="prefix of the databases created on the target, one for each run (dropped at the end)")
     parser.add_argument("--source-host", default="127.0.0.1")
     parser.add_argument("--source-port", type=int, default=55432)
     parser.add_argument("--target-host", default="127.0.0.1")
