@@ -89,12 +89,13 @@ class ScratchDatabases:
     def __init__(self):
         self.created = []
 
-    def create(self, server, prefix="t"):
+    def create(self, server, prefix="t", options=""):
+        """options: CREATE DATABASE's own (ENCODING ... TEMPLATE template0)."""
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         conn = connect(server)
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
+            cur.execute(f'CREATE DATABASE "{name}" {options}')
         conn.close()
         self.created.append((server, name))
         return {**server, "dbname": name}

@@ -66,6 +66,7 @@ _QUALNAME = "quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
 def connect(params):
     keys = ("host", "port", "user", "password", "dbname")
     conn = psycopg2.connect(**{k: params[k] for k in keys if params.get(k) is not None})
+    conn.set_client_encoding("UTF8")  # psycopg2 quotes non-ASCII identifiers wrongly on a LATIN1 connection
     conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
     with conn.cursor() as cur:
         for name, value in SESSION_SETTINGS:

@@ -262,3 +262,23 @@ def test_overwrite_drops_a_schema_holding_an_extensions_own_table(db_pair, tmp_p
     assert summary["status"] == "complete"
     assert dbcompare.compare_databases(src, dst) == []
     assert query(dst, "SELECT count(*) FROM pg_extension WHERE extname = 'isn'") == [(0,)]
+
+
+def test_a_latin1_database_keeps_its_accented_names_through_the_steps_records(scratch, source_server,
+                                                                               target_server, tmp_path):
+    """Sessions speak the database's encoding (LATIN1 here): a small table's records and statements, sent as
+    one text after its COPY, carry its accented names in that encoding."""
+    options = "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+    src = scratch.create(source_server, "src", options)
+    dst = scratch.create(target_server, "dst", options)
+    execute(src, 'CREATE TABLE "café" (id int PRIMARY KEY, "crème" text UNIQUE)',
+            """INSERT INTO "café" VALUES (1, 'brûlée'), (2, 'à la carte')""")
+    summary = migrate(src, dst, tmp_path)
+    assert summary["status"] == "complete"
+    assert query(dst, 'SELECT id, "crème" FROM "café" ORDER BY id') == [(1, "brûlée"), (2, "à la carte")]
+    assert dbcompare.compare_databases(src, dst) == []
+    result = Validator(src, dst).run()
+    assert result["status"] == "pass", [c for c in result["checks"] if c["status"] != "pass"]
+    execute(dst, """UPDATE "café" SET "crème" = 'brulee' WHERE id = 1""")
+    changed = {c["name"]: c for c in Validator(src, dst).run()["checks"]}["content"]
+    assert changed["status"] == "fail" and "café" in str(changed["items"])

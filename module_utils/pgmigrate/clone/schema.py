@@ -61,7 +61,7 @@ def run_tool(args, params, what, stdin=None, timeout=None):
 
 
 def dump_schema(source, path, snapshot=None, schemas=(), exclude_schemas=()):
-    args = [find_tool("pg_dump"), "--schema-only", "--format=custom", "--file", path]
+    args = [find_tool("pg_dump"), "--schema-only", "--format=custom", "--encoding=UTF8", "--file", path]
     if snapshot:
         args += ["--snapshot", snapshot]
     for schema in schemas:

@@ -38,12 +38,12 @@ TABLES_PER_TRANSACTION = 200
 def begin_in_snapshot(conn, snapshot_id):
     """Begin a read-only transaction on conn in the exported snapshot (or, with none, in its own), with the
     settings every read of the source uses."""
+    # (connect() put the session in UTF8: text COPY in it, as the streaming path asks with PGCLIENTENCODING)
     with conn.cursor() as cur:
         cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         if snapshot_id:
             cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
-        # (text COPY in UTF8, as the streaming path asks with PGCLIENTENCODING)
-        for statement in (*READ_SETTINGS, *TIMEOUTS_OFF, "SET LOCAL client_encoding = 'UTF8'"):
+        for statement in (*READ_SETTINGS, *TIMEOUTS_OFF):
             cur.execute(statement)
 
 

@@ -9,6 +9,7 @@ run completes, so nothing of the tool is left behind.
 import json
 
 from psycopg2 import sql
+from psycopg2.extensions import encodings
 
 from ..common.catalog import STATE_SCHEMA
 
@@ -105,7 +106,7 @@ def done_statement(cur, run_id, steps, seconds=None, worker=None):
         f"INSERT INTO {STATE_SCHEMA}.done (run_id, step, rows, bytes, seconds, worker) "
         "SELECT %s, s.step, s.rows, s.bytes, %s, %s FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
         "AS s(step, rows, bytes)",
-        (run_id, seconds, worker, names, rows, sizes)).decode()
+        (run_id, seconds, worker, names, rows, sizes)).decode(encodings[cur.connection.encoding])
 
 
 def drop_state_in(cur):

@@ -69,8 +69,18 @@ def connect(params, application_name="pgmigrate", autocommit=False, lock_timeout
     kwargs.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
     kwargs["application_name"] = application_name
     conn = psycopg2.connect(**kwargs)
+    use_utf8(conn)
     conn.autocommit = autocommit
     return conn
+
+
+def use_utf8(conn):
+    """Every session in UTF8, whatever the database's encoding, set through psycopg2 so that it encodes and
+    decodes in it too (a SET statement would leave psycopg2 in the database's). On a LATIN1 connection
+    psycopg2 2.9 quotes identifiers wrongly (sql.Identifier("café") gives "cafÃ©"); the schema dump, the
+    copy's text COPY and the post-data's preamble are in UTF8 as well."""
+    if conn.encoding != "UTF8":
+        conn.set_client_encoding("UTF8")
 
 
 def rollback_quietly(conn):
