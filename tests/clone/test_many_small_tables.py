@@ -264,13 +264,15 @@ def test_overwrite_drops_a_schema_holding_an_extensions_own_table(db_pair, tmp_p
     assert query(dst, "SELECT count(*) FROM pg_extension WHERE extname = 'isn'") == [(0,)]
 
 
+LATIN1 = "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+
+
 def test_a_latin1_database_keeps_its_accented_names_through_the_steps_records(scratch, source_server,
                                                                                target_server, tmp_path):
-    """Sessions speak the database's encoding (LATIN1 here): a small table's records and statements, sent as
-    one text after its COPY, carry its accented names in that encoding."""
-    options = "ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
-    src = scratch.create(source_server, "src", options)
-    dst = scratch.create(target_server, "dst", options)
+    """LATIN1 databases: the schema dump, the catalog, a small table's records and statements and the
+    validator's queries all carry its accented names (every session in UTF8, whatever the database's)."""
+    src = scratch.create(source_server, "src", LATIN1)
+    dst = scratch.create(target_server, "dst", LATIN1)
     execute(src, 'CREATE TABLE "café" (id int PRIMARY KEY, "crème" text UNIQUE)',
             """INSERT INTO "café" VALUES (1, 'brûlée'), (2, 'à la carte')""")
     summary = migrate(src, dst, tmp_path)
@@ -282,3 +284,29 @@ def test_a_latin1_database_keeps_its_accented_names_through_the_steps_records(sc
     execute(dst, """UPDATE "café" SET "crème" = 'brulee' WHERE id = 1""")
     changed = {c["name"]: c for c in Validator(src, dst).run()["checks"]}["content"]
     assert changed["status"] == "fail" and "café" in str(changed["items"])
+
+
+def test_a_latin1_source_into_a_utf8_target_is_validated_by_what_the_copy_carried(scratch, source_server,
+                                                                                 target_server, tmp_path):
+    """Across encodings the copy converts text (text COPY in UTF8), and the validator digests text by its UTF8
+    bytes: in each server's own encoding equal text would hash differently and fail a faithful copy."""
+    src = scratch.create(source_server, "src", LATIN1)
+    dst = scratch.create(target_server, "dst")
+    execute(src, "CREATE DOMAIN libellé AS text CHECK (VALUE <> '')",
+            'CREATE TABLE "société" (id int PRIMARY KEY, nom text, code char(3), étiquettes text[], '
+            "doc jsonb, titre libellé, ville varchar(20))",
+            """INSERT INTO "société" VALUES (1, 'Crème brûlée', 'été', ARRAY['à', 'ç'], '{"clé": "valeur é"}',
+               'Élan', 'Orléans'), (2, NULL, NULL, NULL, NULL, NULL, NULL)""",
+            'CREATE TABLE "sans clé" (texte text)', """INSERT INTO "sans clé" VALUES ('noël'), ('noël')""")
+    summary = migrate(src, dst, tmp_path)
+    assert summary["status"] == "complete"
+    statement = 'SELECT * FROM "société" ORDER BY id'
+    assert query(dst, statement) == query(src, statement)
+    result = Validator(src, dst).run()
+    assert result["status"] == "pass", [c for c in result["checks"] if c["status"] != "pass"]
+    execute(dst, """UPDATE "société" SET ville = 'Orleans' WHERE id = 1""", """DELETE FROM "sans clé" WHERE ctid IN
+            (SELECT ctid FROM "sans clé" LIMIT 1)""")
+    items = {item["table"]: item for c in Validator(src, dst).run()["checks"] if c["name"] == "content"
+             for item in c["items"]}
+    assert items['public."société"']["changed"] == [["1"]]
+    assert items['public."sans clé"']["status"] == "fail"

@@ -66,11 +66,15 @@ def _is_exact(column):
     return _exact(column.typname, column.nsp)
 
 
-def column_expressions(column, alias="r"):
+def column_expressions(column, alias="r", utf8=False):
     """How one column enters a row hash: an exact type by its value (text-like ones under "C", whose hash
-    is bytewise; an array with its bounds too, which its hash ignores), any other by its output function."""
+    is bytewise; an array with its bounds too, which its hash ignores), any other by its output function.
+    utf8 (the two servers' encodings differ): every text-like or text-output value by its UTF8 bytes, as the
+    copy's text COPY carried it; hashed in each server's own encoding, equal text would differ."""
     column = Column(*column)
     ref = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(column.name))
+    if utf8 and (column.collatable or not _is_exact(column)):
+        return [sql.SQL("convert_to({}({})::text, 'UTF8')").format(sql.SQL(column.output), ref)]
     if not _is_exact(column):
         return [sql.SQL("{}({})::text").format(sql.SQL(column.output), ref)]
     value = sql.SQL('{} COLLATE "C"').format(ref) if column.collatable else ref
@@ -79,25 +83,26 @@ def column_expressions(column, alias="r"):
     return [value]
 
 
-def row_hash_expression(columns, alias="r"):
-    """SQL for a 64-bit hash of a row of the given columns (rows of TYPES_QUERY)."""
-    parts = [part for column in columns for part in column_expressions(column, alias)]
+def row_hash_expression(columns, alias="r", utf8=False):
+    """SQL for a 64-bit hash of a row of the given columns (rows of TYPES_QUERY); utf8: column_expressions'."""
+    parts = [part for column in columns for part in column_expressions(column, alias, utf8)]
     if not parts:
         return sql.SQL("0::bigint")
     # ROW() of one column is still a record; hash_record_extended is strict, so all-NULL rows hash to 0.
     return sql.SQL("COALESCE(hash_record_extended(ROW({}), 0), 0)").format(sql.SQL(", ").join(parts))
 
 
-def _key_expression(key_columns, columns, alias="r"):
+def _key_expression(key_columns, columns, alias="r", utf8=False):
     """The key's columns as they enter a hash (a key of a type without a hash function, money or bit
     varying, is hashed by its text)."""
     by_name = {column[0]: column for column in columns}
-    return sql.SQL(", ").join(part for c in key_columns for part in column_expressions(by_name[c], alias))
+    return sql.SQL(", ").join(part for c in key_columns for part in column_expressions(by_name[c], alias, utf8))
 
 
-def _bucket_expression(key_columns, columns, row_hash, alias="r"):
+def _bucket_expression(key_columns, columns, row_hash, alias="r", utf8=False):
     if key_columns:
-        source = sql.SQL("hash_record_extended(ROW({}), 1)").format(_key_expression(key_columns, columns, alias))
+        source = sql.SQL("hash_record_extended(ROW({}), 1)").format(
+            _key_expression(key_columns, columns, alias, utf8))
     else:
         source = row_hash
     return sql.SQL("(COALESCE({}, 0) & {})").format(source, sql.Literal(BUCKETS - 1))
@@ -147,7 +152,9 @@ class DigestStatements:
     (its columns and key) are composed and rendered once per connection's encoding, then reused. On thousands
     of small tables psycopg2.sql's composition, not the server, was most of the digest's time."""
 
-    def __init__(self):
+    def __init__(self, utf8=False):
+        """utf8: the servers' encodings differ (column_expressions)."""
+        self.utf8 = utf8
         self._rendered = {}
         self._lock = threading.Lock()
 
@@ -156,10 +163,10 @@ class DigestStatements:
         shape = (conn.encoding, tuple(columns), tuple(key or ()))
         rendered = self._rendered.get(shape)
         if rendered is None:
-            row_hash = row_hash_expression(columns)
+            row_hash = row_hash_expression(columns, utf8=self.utf8)
             uuid_column = uuid_key_column(key, columns)
             bucket = (_uuid_bucket_expression(uuid_column) if uuid_column
-                      else _bucket_expression(key, columns, row_hash))
+                      else _bucket_expression(key, columns, row_hash, utf8=self.utf8))
             rendered = (bucket.as_string(conn), row_hash.as_string(conn))
             with self._lock:
                 self._rendered[shape] = rendered

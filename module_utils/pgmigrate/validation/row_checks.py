@@ -130,14 +130,15 @@ class RowChecks:
 
     def _stream(self, pool, table, columns, key_columns, buckets):
         """Yield (key tuple as text, row hash) for the rows in the given buckets, streamed."""
-        row_hash = row_hash_expression(columns)
+        utf8 = self.digest_statements.utf8
+        row_hash = row_hash_expression(columns, utf8=utf8)
         keys_text = sql.SQL(", ").join(sql.SQL("r.{}::text").format(sql.Identifier(c)) for c in key_columns)
         uuid_column = uuid_key_column(key_columns, columns)
         if uuid_column:
             condition = _uuid_ranges_condition(uuid_column, buckets)
         else:
-            condition = sql.SQL("{} = ANY({})").format(_bucket_expression(key_columns, columns, row_hash),
-                                                       sql.Literal(sorted(buckets)))
+            condition = sql.SQL("{} = ANY({})").format(
+                _bucket_expression(key_columns, columns, row_hash, utf8=utf8), sql.Literal(sorted(buckets)))
         query = sql.SQL("SELECT ARRAY[{}], {} FROM ONLY {} r WHERE {}").format(
             keys_text, row_hash, sql.SQL(table["qualname"]), condition)
         with pool.reading(f"reading the differing rows of {table['qualname']}", (table["qualname"],)) as conn, \
@@ -208,7 +209,7 @@ class RowChecks:
 
     def _compare_multisets(self, table, src, dst, buckets):
         def grouped(pool, columns):
-            row_hash = row_hash_expression(columns)
+            row_hash = row_hash_expression(columns, utf8=self.digest_statements.utf8)
             bucket = _bucket_expression(None, columns, row_hash)
             with pool.reading(f"reading the differing rows of {table['qualname']}", (table["qualname"],)) as conn, \
                     conn.cursor() as cur:

@@ -4,11 +4,11 @@ Digests are computed inside each server, order-independently: per table the row 
 of a 64-bit hash of every row (hash_record_extended over the row, with every column whose hash is
 not exact across servers — xml, json, enums, floats, numerics, money, composites, ranges, user types —
 hashed through its output function, that is by the text COPY transfers, in sessions that fix every
-setting that text depends on). Rows hidden by row-level security are never silently skipped.
-Source and target are read in parallel. Rows are bucketed by a hash of the key in that same scan,
-so a mismatch costs one more scan per side: it hashes the key of every row but the whole row only
-in the differing buckets, and names the missing, extra and changed keys. Tables without a key are
-compared as multisets (duplicates count).
+setting that text depends on; between servers of different encodings, text by its UTF8 bytes).
+Rows hidden by row-level security are never silently skipped. Source and target are read in parallel.
+Rows are bucketed by a hash of the key in that same scan, so a mismatch costs one more scan per side:
+it hashes the key of every row but the whole row only in the differing buckets, and names the missing,
+extra and changed keys. Tables without a key are compared as multisets (duplicates count).
 
 Validator holds the run's context and runs the checks, each family in a module of its own: row_checks,
 integrity_checks, schema_checks (with digests: how rows are hashed; pool: the connections).
@@ -67,7 +67,11 @@ class Validator(RowChecks, IntegrityChecks, SchemaChecks):
 
     def _read_catalog(self, pool):
         with pool.reading("reading the catalog") as conn:
-            return catalog_module.read_catalog(conn, self.exclude_schemas, self.include_schemas, exact_sizes=False)
+            catalog = catalog_module.read_catalog(conn, self.exclude_schemas, self.include_schemas, exact_sizes=False)
+            with conn.cursor() as cur:
+                cur.execute("SELECT current_setting('server_encoding')")
+                catalog["server_encoding"] = cur.fetchone()[0]
+            return catalog
 
     def _row_security(self):
         """Every table must be read whole. Where row-level security would filter the validator's reads, the
@@ -99,6 +103,9 @@ class Validator(RowChecks, IntegrityChecks, SchemaChecks):
             with ThreadPoolExecutor(1) as pool:
                 schema = pool.submit(self.check_schema) if "schema" in self.enabled else None
                 self.src_catalog, self.dst_catalog = self._catalogs()
+                # Servers in different encodings: text is digested by its UTF8 bytes, as the copy carried it.
+                self.digest_statements = DigestStatements(
+                    utf8=self.src_catalog["server_encoding"] != self.dst_catalog["server_encoding"])
                 schema = schema and schema.result()
             self._row_security()
             tables = [t for t in self.src_catalog["tables"] if not t["partitioned"]]
