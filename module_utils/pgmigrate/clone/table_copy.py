@@ -108,11 +108,10 @@ class TableCopy:
 
     def _transaction_settings(self, conn, fmt):
         """SET LOCAL of the copy's transaction: its lock_timeout, no wait for the WAL flush, and for text
-        COPY the settings its text depends on."""
+        COPY the settings its text depends on (its encoding, UTF8, is every session's: connection.connect)."""
         return sql.SQL("SET LOCAL lock_timeout = {}; SET LOCAL synchronous_commit = off").format(
             sql.Literal(self.options["lock_timeout"])).as_string(conn) + (
-            "; SET LOCAL client_encoding = 'UTF8'; SET LOCAL datestyle = ISO, YMD; SET LOCAL intervalstyle = postgres"
-            if fmt == "text" else "")
+            "; SET LOCAL datestyle = ISO, YMD; SET LOCAL intervalstyle = postgres" if fmt == "text" else "")
 
     def _after_copy(self, cur, worker, part, rows, streamed, seconds, then):
         """The part recorded done and, for a small table, then(cur, worker)'s statements (its indexes, keys
