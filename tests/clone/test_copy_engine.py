@@ -17,6 +17,8 @@ import pytest
 import dbcompare
 from conftest import PROJECT_DIR, connect, execute, query
 from pgmigrate.clone import copier, state
+from pgmigrate.clone.post_data_step import PostDataStep
+from pgmigrate.clone.run_context import CopyRun
 from pgmigrate.common import preflight
 from pgmigrate.common.catalog import STATE_SCHEMA
 
@@ -446,11 +448,11 @@ def test_post_data_statements_keep_the_runs_lock_timeout(db_pair):
     holder.cursor().execute("LOCK TABLE public.locked IN ACCESS EXCLUSIVE MODE")
     release = threading.Timer(10, holder.rollback)
     release.start()
-    engine = copier.Engine(src, dst, lock_timeout="300ms")
-    engine.post_settings = "SET lock_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);"
-    engine.run_id = "lock-test"
-    job = engine._post_data_job({"key": "INDEX:public:locked_id",
-                                 "sql": "CREATE INDEX locked_id ON public.locked (id);"})
+    run = CopyRun(src, dst, {**copier.DEFAULTS, "lock_timeout": "300ms"})
+    run.post_settings = "SET lock_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);"
+    run.run_id = "lock-test"
+    job = PostDataStep(run).entry_job({"key": "INDEX:public:locked_id",
+                                       "sql": "CREATE INDEX locked_id ON public.locked (id);"})
     started = time.monotonic()
     try:
         with pytest.raises(psycopg2.errors.LockNotAvailable):

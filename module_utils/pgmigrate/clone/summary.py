@@ -8,13 +8,15 @@ from ..common.connection import describe
 
 
 class RunSummary:
-    """A step of copier.Engine: the run's context (options, plan, state, progress) is the engine's."""
+    def __init__(self, run):
+        self.run = run  # run_context.CopyRun
 
-    def _summary(self, status, started):
+    def build(self, status, started):
+        run = self.run
         tables = []
-        if self.plan:
-            for table_plan in self.plan["tables"]:
-                parts = [self.results.get(p["id"]) for p in table_plan["parts"]]
+        if run.plan:
+            for table_plan in run.plan["tables"]:
+                parts = [run.results.get(p["id"]) for p in table_plan["parts"]]
                 done_parts = [p for p in parts if p]
                 tables.append({
                     "table": table_plan["table"], "level": table_plan["level"],
@@ -27,13 +29,13 @@ class RunSummary:
                 })
         return {
             "status": status,
-            "run_id": self.run_id,
-            "resumed": self.resumed,
-            "source": describe(self.source),
-            "target": describe(self.target),
-            "schema_mode": self.options["schema_mode"],
-            "workers": self.options["workers"],
-            "snapshot": self.snapshot_id or ("none (source declared frozen)" if self.options["source_frozen"]
+            "run_id": run.run_id,
+            "resumed": run.resumed,
+            "source": describe(run.source),
+            "target": describe(run.target),
+            "schema_mode": run.options["schema_mode"],
+            "workers": run.options["workers"],
+            "snapshot": run.snapshot_id or ("none (source declared frozen)" if run.options["source_frozen"]
                                              else None),
             "seconds": round(time.monotonic() - started, 2),
             # Where the time went: "setup" (snapshot, catalog, plan) before the progress record began, then each
@@ -42,29 +44,29 @@ class RunSummary:
             "tables": tables,
             "rows": sum(t["rows"] for t in tables),
             "bytes": sum(t["bytes"] for t in tables),
-            "sequences": len(self.catalog["sequences"]) if self.catalog else 0,
-            "post_data_entries": len(getattr(self, "post_entries", []) or []),
-            "large_objects": {"count": len(self.large_objects), "bytes": sum(lo["bytes"] for lo in self.large_objects),
-                              **self.large_object_stats},
+            "sequences": len(run.catalog["sequences"]) if run.catalog else 0,
+            "post_data_entries": len(run.post_entries),
+            "large_objects": {"count": len(run.large_objects), "bytes": sum(lo["bytes"] for lo in run.large_objects),
+                              **run.large_object_stats},
             "database_settings": [
-                {"role": s["role"], "name": s["name"], "value": s["value"]} for s in self.settings_to_apply],
-            "plan": {"levels": self.plan["levels"], "cycles": self.plan["cycles"],
-                     "self_references": self.plan["self_references"]} if self.plan else None,
-            "warnings": self.warnings,
-            "events": self.events[-200:],
-            "run_dir": self.run_dir,
+                {"role": s["role"], "name": s["name"], "value": s["value"]} for s in run.settings_to_apply],
+            "plan": {"levels": run.plan["levels"], "cycles": run.plan["cycles"],
+                     "self_references": run.plan["self_references"]} if run.plan else None,
+            "warnings": run.warnings,
+            "events": run.events[-200:],
+            "run_dir": run.run_dir,
         }
 
     def _phase_breakdown(self, started):
-        if not self.progress:
+        if not self.run.progress:
             return {}
-        phases = self.progress.phase_seconds()
-        return {"setup": round(self.progress.started - started, 2), **phases}
+        phases = self.run.progress.phase_seconds()
+        return {"setup": round(self.run.progress.started - started, 2), **phases}
 
-    def _write_summary(self, summary):
-        if not self.run_dir:
+    def write(self, summary):
+        if not self.run.run_dir:
             return
-        path = os.path.join(self.run_dir, "summary.json")
+        path = os.path.join(self.run.run_dir, "summary.json")
         with open(path, "w") as handle:
             json.dump(summary, handle, indent=1, default=str)
         summary["summary_file"] = path

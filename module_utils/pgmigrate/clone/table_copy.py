@@ -23,16 +23,23 @@ def _terminated(statement):
     return statement if statement.endswith(";") else statement + ";"
 
 
+def is_small(table_plan):
+    """A table copied whole through a worker's source session, with its post-data in the same transaction."""
+    return len(table_plan["parts"]) == 1 and table_plan["bytes"] <= source_sessions.IN_PROCESS_MAX_BYTES
+
+
 def _quote_columns(columns):
     return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
 
 
 class TableCopy:
-    """A step of copier.Engine: the run's context (options, plan, state, progress) is the engine's."""
+    def __init__(self, run):
+        self.run = run  # run_context.CopyRun
 
-    def _copy_out_sql(self, table, part, fmt):
+    def copy_out_sql(self, table, part, fmt):
         """COPY TO STDOUT of a whole table (part None or without pages) or of a page range."""
-        column_sql = ", ".join(psycopg2.extensions.quote_ident(c, self.snapshot_conn) for c in table["copy_columns"])
+        quoting_conn = self.run.snapshot_conn
+        column_sql = ", ".join(psycopg2.extensions.quote_ident(c, quoting_conn) for c in table["copy_columns"])
         qual = table["qualname"]
         if part is None or part["start_page"] is None:
             return f"COPY (SELECT {column_sql} FROM ONLY {qual}) TO STDOUT (FORMAT {fmt})"
@@ -41,29 +48,30 @@ class TableCopy:
             where += f" AND ctid < '({part['end_page']},0)'::tid"
         return f"COPY (SELECT {column_sql} FROM ONLY {qual} WHERE {where}) TO STDOUT (FORMAT {fmt})"
 
-    def _source_command(self, table, part, fmt):
+    def source_command(self, table, part, fmt):
         commands = ["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"]
-        if self.snapshot_id:
-            commands.append(f"SET TRANSACTION SNAPSHOT '{self.snapshot_id}'")
+        if self.run.snapshot_id:
+            commands.append(f"SET TRANSACTION SNAPSHOT '{self.run.snapshot_id}'")
         commands += [*source_sessions.READ_SETTINGS, *source_sessions.TIMEOUTS_OFF,
-                     self._copy_out_sql(table, part, fmt), "COMMIT"]
+                     self.copy_out_sql(table, part, fmt), "COMMIT"]
         args = [schema.find_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"]
         for command in commands:
             args += ["-c", command]
         return args
 
-    def _copy_part(self, worker, target_conn, table_plan, part, then=None):
+    def copy_part(self, worker, target_conn, table_plan, part, then=None):
         """One part (a whole table, or a page range of a split one) in one target transaction, recorded done
         in it. A small whole table goes through the worker's own source session (source_sessions), a larger
         one streams from a psql process. then(cur, worker), when given, does more in the same transaction
         (a small table's indexes, keys and ANALYZE) and returns the steps it recorded done."""
-        table = self._table(table_plan["table"])
-        fmt = "binary" if (table["binary_copy"] and self.binary_ok) else "text"
+        table = self.run.table(table_plan["table"])
+        fmt = "binary" if (table["binary_copy"] and self.run.binary_ok) else "text"
         whole = part["start_page"] is None
-        in_process = whole and self._small(table_plan)
+        in_process = whole and is_small(table_plan)
         t0 = time.monotonic()
-        transfer = InProcessTransfer(self, worker, table_plan["table"], table, fmt) if in_process else \
-            StreamingTransfer(self, worker, table_plan, table, part, fmt)
+        transfer = InProcessTransfer(self.run, worker, table_plan["table"], self.copy_out_sql(table, None, fmt)) \
+            if in_process else StreamingTransfer(self.run, worker, table_plan["table"], table["qualname"],
+                                                 self.source_command(table, part, fmt), fmt)
         try:
             with target_conn.cursor() as cur:
                 # A small table's copy is a few round trips: the transaction's settings go with the first
@@ -71,11 +79,11 @@ class TableCopy:
                 settings = self._transaction_settings(target_conn, fmt)
                 disabled_triggers, unvalidated = [], []
                 freeze = False
-                if whole and self.options["schema_mode"] == "copy":
+                if whole and self.run.options["schema_mode"] == "copy":
                     freeze = self._truncate_to_freeze(cur, table, table_plan, settings)
                 else:
                     cur.execute(settings)
-                if self.options["schema_mode"] == "existing":
+                if self.run.options["schema_mode"] == "existing":
                     disabled_triggers = self._disable_triggers_locally(cur, table)
                     unvalidated = self._drop_unvalidated_constraints_locally(cur, table)
                     forced_rls = self._unforce_row_security_locally(cur, table)
@@ -87,7 +95,7 @@ class TableCopy:
                 streamed = transfer.run(cur, copy_sql.as_string(target_conn))
                 rows = cur.rowcount
                 triggers.restore_triggers_locally(cur, disabled_triggers)
-                if self.options["schema_mode"] == "existing" and forced_rls:
+                if self.run.options["schema_mode"] == "existing" and forced_rls:
                     cur.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(sql.SQL(table["qualname"])))
                 for name, definition in unvalidated:
                     cur.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
@@ -100,8 +108,8 @@ class TableCopy:
         except BaseException:
             rollback_quietly(target_conn)
             transfer.failed()
-            if self.progress:
-                self.progress.part_failed(table_plan["table"], transfer.streamed)
+            if self.run.progress:
+                self.run.progress.part_failed(table_plan["table"], transfer.streamed)
             raise
         finally:
             transfer.close()
@@ -110,13 +118,13 @@ class TableCopy:
         """SET LOCAL of the copy's transaction: its lock_timeout, no wait for the WAL flush, and for text
         COPY the settings its text depends on (its encoding, UTF8, is every session's: connection.connect)."""
         return sql.SQL("SET LOCAL lock_timeout = {}; SET LOCAL synchronous_commit = off").format(
-            sql.Literal(self.options["lock_timeout"])).as_string(conn) + (
+            sql.Literal(self.run.options["lock_timeout"])).as_string(conn) + (
             "; SET LOCAL datestyle = ISO, YMD; SET LOCAL intervalstyle = postgres" if fmt == "text" else "")
 
     def _after_copy(self, cur, worker, part, rows, streamed, seconds, then):
         """The part recorded done and, for a small table, then(cur, worker)'s statements (its indexes, keys
         and ANALYZE, with their own records): one round trip. Returns the steps then recorded."""
-        statements = [state.done_statement(cur, self.run_id, [(f"data:{part['id']}", rows, streamed)], seconds,
+        statements = [state.done_statement(cur, self.run.run_id, [(f"data:{part['id']}", rows, streamed)], seconds,
                                            worker)]
         bundled = []
         if then:
@@ -145,7 +153,7 @@ class TableCopy:
         """Existing schema: copied rows must not fire the target's triggers. session_replication_role
         where the role may; otherwise the table's enabled user triggers are disabled inside this
         transaction only (no other session ever sees them disabled)."""
-        if self.replication_role:
+        if self.run.replication_role:
             cur.execute("SET LOCAL session_replication_role = replica")
             return []
         return triggers.disable_user_triggers_locally(cur, table["qualname"])
@@ -169,8 +177,3 @@ class TableCopy:
             cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                 sql.SQL(table["qualname"]), sql.Identifier(name)))
         return constraints
-
-    def _table(self, qualname):
-        if self._tables_by_name is None:
-            self._tables_by_name = {t["qualname"]: t for t in self.catalog["tables"]}
-        return self._tables_by_name[qualname]
