@@ -26,8 +26,13 @@ The run, in the order playbooks/zero_downtime.yml calls it:
 What the run changed on the source is recorded in the publication's comment (dropped with it), so the
 cleanup works even from another controller; the controller's state file holds timings and the switch.
 
-ZeroDowntimeRun holds the run's context; each step is a module of its own: preflight_step, setup_step,
-sync_step, cutover_step, cleanup_step (tables: what the run replicates; names, run_state, errors).
+ZeroDowntimeRun builds the run's context once (context.ZeroDowntimeContext: connection parameters,
+options, names, secrets, state, sessions) and hands each action to its step, a class in a module of its
+own that is given the context and, explicitly, what else it uses: preflight_step, setup_step, sync_step
+(the cutover reads the same status through it), cutover_step, cleanup_step. What several steps share:
+tables (what the run replicates), replication_objects (its publication, slots and subscription, and the
+record in the publication's comment), source_read_only (the old source read-only at the switch, writable
+again when the run stops before it), switch_file; names, run_state, errors.
 """
 
 import subprocess

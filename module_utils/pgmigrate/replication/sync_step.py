@@ -16,7 +16,8 @@ MAX_SUBSCRIPTION_ERRORS = 3
 
 
 class SyncStep:
-    """Watches the subscription; the cutover uses it too, for the same status and the same state."""
+    """The subscription's progress, recorded in the run's state and told in one line. The cutover reads
+    the status through it too, and has it rebuild the state of a run resumed elsewhere."""
 
     def __init__(self, context, tables, objects):
         self.context = context
