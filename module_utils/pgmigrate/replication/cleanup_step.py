@@ -17,9 +17,9 @@ class CleanupStep:
     """What the run created removed and what it changed on the source put back, after the switch (finish)
     or before it (abort)."""
 
-    def __init__(self, context, objects, source_read_only):
+    def __init__(self, context, replication_objects, source_read_only):
         self.context = context
-        self.objects = objects
+        self.replication_objects = replication_objects
         self.source_read_only = source_read_only
 
     def finish(self):
@@ -78,7 +78,7 @@ class CleanupStep:
             return ["nothing (check mode)"]
         dst = self.context.connect("target")
         try:
-            subscription = self.objects.subscription(dst)
+            subscription = self.replication_objects.subscription(dst)
             if subscription:
                 subscription_oid = subscription["oid"]
                 name = sql.Identifier(self.context.name)
@@ -96,7 +96,7 @@ class CleanupStep:
             with src.cursor() as cur:
                 # The old source is read-only for new sessions after the switch; this session still writes.
                 cur.execute("SET default_transaction_read_only = off")
-            publication = self.objects.publication(src)
+            publication = self.replication_objects.publication(src)
             record = publication["record"] if publication else {}
             subscription_oid = subscription_oid or record.get("subscription_oid")
             for slot in self._drop_slots(src, subscription_oid):
@@ -127,7 +127,7 @@ class CleanupStep:
         dropped = []
         deadline = time.monotonic() + 30
         while True:
-            slots = self.objects.slots(src, subscription_oid)
+            slots = self.replication_objects.slots(src, subscription_oid)
             if not slots:
                 return dropped
             with src.cursor() as cur:
@@ -142,6 +142,7 @@ class CleanupStep:
                     except (pg_errors.ObjectInUse, pg_errors.UndefinedObject):
                         pass
             if time.monotonic() > deadline:
+                still_there = self.replication_objects.slots(src, subscription_oid)
                 raise LogicalError("replication slots still in use on the source: "
-                                   + ", ".join(s["name"] for s in self.objects.slots(src, subscription_oid)))
+                                   + ", ".join(s["name"] for s in still_there))
             time.sleep(0.2)

@@ -23,9 +23,9 @@ FROM pg_sequences WHERE schemaname NOT IN %(excluded)s ORDER BY 1
 class CutoverStep:
     """The switch from the source to the target, under a write freeze kept as short as it can be."""
 
-    def __init__(self, context, tables, sync, source_read_only):
+    def __init__(self, context, replicated_tables, sync, source_read_only):
         self.context = context
-        self.tables = tables
+        self.replicated_tables = replicated_tables
         self.sync = sync
         self.source_read_only = source_read_only
 
@@ -67,12 +67,13 @@ class CutoverStep:
         status = self.sync.status(src, dst)
         if not status["total"] or len(status["ready"]) != status["total"]:
             raise FreezeAbandoned("the initial sync is not finished: wait for it before the cutover")
-        tables = self.tables.read_tables(src)
+        tables = self.replicated_tables.read_tables(src)
         with src.cursor() as cur:
             cur.execute("SELECT format('%%I.%%I', schemaname, tablename) FROM pg_publication_tables "
                         "WHERE pubname = %s", (self.context.name,))
             published = {row[0] for row in cur.fetchall()}
-        added = [t["qualname"] for t in self.tables.published_tables(tables) if t["qualname"] not in published]
+        added = [t["qualname"] for t in self.replicated_tables.published_tables(tables)
+                 if t["qualname"] not in published]
         if added:
             raise FreezeAbandoned("tables were created on the source after the publication and would not be "
                                   "replicated: " + ", ".join(added) + ". Abort and start again")
@@ -108,7 +109,7 @@ class CutoverStep:
         if missing:
             raise FreezeAbandoned("sequences missing on the target: " + ", ".join(missing))
         lock = sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.SQL(", ").join(
-            sql.Identifier(t["schema"], t["name"]) for t in self.tables.published_tables(tables)))
+            sql.Identifier(t["schema"], t["name"]) for t in self.replicated_tables.published_tables(tables)))
         return {"lock": lock, "sequences": set(sequences), "previous_read_only": previous_read_only,
                 "record": record, "lag_before_bytes": status["lag_bytes"]}
 

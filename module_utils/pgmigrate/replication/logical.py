@@ -68,14 +68,14 @@ class ZeroDowntimeRun:
             no_owner=no_owner, no_privileges=no_privileges, switch_file=switch_file,
             freeze_lock_timeout=freeze_lock_timeout, freeze_attempts=freeze_attempts,
             freeze_catchup_seconds=freeze_catchup_seconds, check_mode=check_mode)
-        tables = ReplicatedTables(self.context)
-        objects = ReplicationObjects(self.context)
-        source_read_only = SourceReadOnly(self.context, objects)
-        self._preflight = PreflightStep(self.context, tables, objects)
-        self._setup = SetupStep(self.context, tables, objects)
-        self._sync = SyncStep(self.context, tables, objects)
-        self._cutover = CutoverStep(self.context, tables, self._sync, source_read_only)
-        self._cleanup = CleanupStep(self.context, objects, source_read_only)
+        replicated_tables = ReplicatedTables(self.context)
+        replication_objects = ReplicationObjects(self.context)
+        source_read_only = SourceReadOnly(self.context, replication_objects)
+        self._preflight = PreflightStep(self.context, replicated_tables, replication_objects)
+        self._setup = SetupStep(self.context, replicated_tables, replication_objects)
+        self._sync = SyncStep(self.context, replicated_tables, replication_objects)
+        self._cutover = CutoverStep(self.context, replicated_tables, self._sync, source_read_only)
+        self._cleanup = CleanupStep(self.context, replication_objects, source_read_only)
 
     def preflight(self):
         return self._preflight.run()

@@ -13,10 +13,10 @@ from .names import MAX_IDENTIFIER, conninfo
 class PreflightStep:
     """Read-only checks of both servers, the tables and what an earlier run left, and the run's plan."""
 
-    def __init__(self, context, tables, objects):
+    def __init__(self, context, replicated_tables, replication_objects):
         self.context = context
-        self.tables = tables
-        self.objects = objects
+        self.replicated_tables = replicated_tables
+        self.replication_objects = replication_objects
 
     def run(self):
         """Read-only checks. Returns {"problems": [...], "notes": [...], "resume": bool, "plan": {...}}."""
@@ -38,11 +38,11 @@ class PreflightStep:
         try:
             source_info = self._source_checks(src, problems)
             target_info = self._target_checks(dst, problems)
-            tables = self.tables.read_tables(src)
-            self.tables.attach_roots(src, tables)
-            publication = self.objects.publication(src)
-            subscription = self.objects.subscription(dst)
-            slots = self.objects.slots(src, subscription["oid"] if subscription else None)
+            tables = self.replicated_tables.read_tables(src)
+            self.replicated_tables.attach_roots(src, tables)
+            publication = self.replication_objects.publication(src)
+            subscription = self.replication_objects.subscription(dst)
+            slots = self.replication_objects.slots(src, subscription["oid"] if subscription else None)
             resume = bool(publication and subscription and subscription["ours"]
                           and any(s["name"] == context.name for s in slots)
                           and context.state.data.get("switched") is not True)
@@ -61,8 +61,8 @@ class PreflightStep:
         finally:
             src.close()
             dst.close()
-        published = self.tables.published_tables(tables)
-        identity_full, _unknown = self.tables.identity_full_tables(tables)
+        published = self.replicated_tables.published_tables(tables)
+        identity_full, _unknown = self.replicated_tables.identity_full_tables(tables)
         plan = {
             "run": context.run_name, "publication": context.name, "subscription": context.name,
             "slot": context.name,
@@ -158,15 +158,15 @@ class PreflightStep:
                             "-e zero_downtime_abort=true (same zero_downtime_run_name), then rerun")
 
     def _table_checks(self, tables, problems, warnings):
-        if not self.tables.published_tables(tables):
+        if not self.replicated_tables.published_tables(tables):
             problems.append("the source has no table to replicate in the included schemas")
-        identity_full, unknown = self.tables.identity_full_tables(tables)
+        identity_full, unknown = self.replicated_tables.identity_full_tables(tables)
         if unknown:
             problems.append("zero_downtime_replica_identity_full names tables the source does not have: "
                             + ", ".join(unknown))
         fixed = {t["qualname"] for t in identity_full}
         unusable = [t["qualname"] for t in tables
-                    if not self.tables.identity_usable(t) and t["qualname"] not in fixed]
+                    if not self.replicated_tables.identity_usable(t) and t["qualname"] not in fixed]
         if unusable:
             problems.append(
                 "these tables have no primary key and no usable replica identity, so once published every "

@@ -16,10 +16,10 @@ from .run_state import now
 class SetupStep:
     """Creates what the run needs: the schema on the target, the publication, the subscription."""
 
-    def __init__(self, context, tables, objects):
+    def __init__(self, context, replicated_tables, replication_objects):
         self.context = context
-        self.tables = tables
-        self.objects = objects
+        self.replicated_tables = replicated_tables
+        self.replication_objects = replication_objects
 
     def run(self):
         """Schema on the target, publication on the source, subscription on the target."""
@@ -31,10 +31,10 @@ class SetupStep:
         self._dump_schema(dump)
         src = context.connect("source", autocommit=False)
         try:
-            tables = self.tables.read_tables(src)
-            self.tables.attach_roots(src, tables)
-            published = self.tables.published_tables(tables)
-            identity_full, _ = self.tables.identity_full_tables(tables)
+            tables = self.replicated_tables.read_tables(src)
+            self.replicated_tables.attach_roots(src, tables)
+            published = self.replicated_tables.published_tables(tables)
+            identity_full, _ = self.replicated_tables.identity_full_tables(tables)
             record = {"tool": TOOL_MARK, "run": context.run_name,
                       "replica_identity_full": {t["qualname"]: t["replica_identity"] for t in identity_full}}
             with src.cursor() as cur:
@@ -44,7 +44,7 @@ class SetupStep:
                 cur.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)")
                             .format(sql.Identifier(context.name), sql.SQL(", ").join(
                                 sql.Identifier(t["schema"], t["name"]) for t in published)))
-                self.objects.comment_publication(cur, record)
+                self.replication_objects.comment_publication(cur, record)
             src.commit()
         finally:
             src.close()
@@ -58,7 +58,7 @@ class SetupStep:
         try:
             with src.cursor() as cur:
                 record["subscription_oid"] = subscription_oid
-                self.objects.comment_publication(cur, record)
+                self.replication_objects.comment_publication(cur, record)
         finally:
             src.close()
         context.state.update(subscription_oid=subscription_oid, sync_started_at=time.time(),
@@ -94,7 +94,7 @@ class SetupStep:
         --clean cannot drop a partition's inherited keys); --clean then replaces the other objects."""
         dst = self.context.connect("target", autocommit=False)
         try:
-            tables = self.tables.published_tables(self.tables.read_tables(dst))
+            tables = self.replicated_tables.published_tables(self.replicated_tables.read_tables(dst))
             if tables:
                 with dst.cursor() as cur:
                     cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.SQL(", ").join(

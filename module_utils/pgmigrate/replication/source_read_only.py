@@ -10,9 +10,9 @@ from .errors import LogicalError
 class SourceReadOnly:
     """default_transaction_read_only on the source database, and the sessions that predate a change of it."""
 
-    def __init__(self, context, objects):
+    def __init__(self, context, replication_objects):
         self.context = context
-        self.objects = objects
+        self.replication_objects = replication_objects
 
     def make_read_only(self, src, prepared):
         """New sessions on the old source are read-only from now on: no write can land there any more."""
@@ -21,7 +21,7 @@ class SourceReadOnly:
             cur.execute("BEGIN")
             cur.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
                 sql.Identifier(self.context.source["dbname"])))
-            self.objects.comment_publication(cur, record)
+            self.replication_objects.comment_publication(cur, record)
             cur.execute("COMMIT")
         prepared["record"] = record
 
@@ -55,7 +55,7 @@ class SourceReadOnly:
                 return
             cur.execute("BEGIN")
             self.restore_setting(cur, record.get("previous_read_only"))
-            self.objects.comment_publication(cur, {**record, "read_only_set": False})
+            self.replication_objects.comment_publication(cur, {**record, "read_only_set": False})
             cur.execute("COMMIT")
             prepared["record"] = {**record, "read_only_set": False}
             if prepared.get("read_only_at"):

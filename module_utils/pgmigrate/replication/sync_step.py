@@ -19,10 +19,10 @@ class SyncStep:
     """The subscription's progress, recorded in the run's state and told in one line. The cutover reads
     the status through it too, and has it rebuild the state of a run resumed elsewhere."""
 
-    def __init__(self, context, tables, objects):
+    def __init__(self, context, replicated_tables, replication_objects):
         self.context = context
-        self.tables = tables
-        self.objects = objects
+        self.replicated_tables = replicated_tables
+        self.replication_objects = replication_objects
 
     def status(self, src, dst):
         name = self.context.name
@@ -80,10 +80,10 @@ class SyncStep:
         src = context.connect("source")
         dst = context.connect("target")
         try:
-            subscription = self.objects.subscription(dst)
+            subscription = self.replication_objects.subscription(dst)
             if not subscription:
                 raise LogicalError(f"no subscription {context.name} on the target: this run has not started")
-            published = self.tables.published_tables(self.tables.read_tables(src))
+            published = self.replicated_tables.published_tables(self.replicated_tables.read_tables(src))
             with src.cursor() as cur:
                 cur.execute("SELECT format('%%I.%%I', schemaname, tablename) FROM pg_publication_tables "
                             "WHERE pubname = %s", (context.name,))
