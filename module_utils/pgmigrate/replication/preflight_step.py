@@ -21,17 +21,13 @@ class PreflightStep:
     def run(self):
         """Read-only checks. Returns {"problems": [...], "notes": [...], "resume": bool, "plan": {...}}."""
         context = self.context
-        source, target, reach = context.source, context.target, context.source_from_target
+        source, target = context.source, context.target
         if (str(source["host"]), int(source["port"]), source["dbname"]) == (
                 str(target["host"]), int(target["port"]), target["dbname"]):
             raise LogicalError("migration_source and migration_target are the same database: fix the inventory")
         if context.state.data.get("switched") and not context.state.data.get("finished"):
             # The switch was made and the run stopped before its cleanup: only finish remains to do.
-            tables = context.state.data.get("tables", {})
-            return {"problems": [], "notes": [], "resume": True, "switched": True, "plan": {
-                "run": context.run_name, "publication": context.name, "source": describe(source),
-                "target": describe(target), "table_count": len(tables), "total_bytes": sum(tables.values()),
-                "source_from_target": f"{reach['host']}:{reach['port']}"}}
+            return self._after_switch()
         problems, warnings = [], []
         src = context.connect("source")
         dst = context.connect("target")
@@ -53,27 +49,38 @@ class PreflightStep:
                 self._target_empty_check(dst, problems)
                 if not problems:
                     self._probe_from_target(dst, problems)
-            with src.cursor() as cur:
-                cur.execute("SELECT EXISTS (SELECT 1 FROM pg_largeobject_metadata)")
-                if cur.fetchone()[0]:
-                    warnings.append("the source holds large objects, which logical replication does not carry: "
-                                    "copy them separately")
+            self._large_objects_check(src, warnings)
         finally:
             src.close()
             dst.close()
+        return {"problems": problems, "notes": warnings, "resume": resume, "switched": False,
+                "plan": self._plan(tables)}
+
+    def _after_switch(self):
+        context = self.context
+        tables = context.state.data.get("tables", {})
+        return {"problems": [], "notes": [], "resume": True, "switched": True, "plan": {
+            "run": context.run_name, "publication": context.name, "source": describe(context.source),
+            "target": describe(context.target), "table_count": len(tables), "total_bytes": sum(tables.values()),
+            "source_from_target": self._source_address_from_target()}}
+
+    def _plan(self, tables):
+        context = self.context
         published = self.replicated_tables.published_tables(tables)
         identity_full, _unknown = self.replicated_tables.identity_full_tables(tables)
-        plan = {
+        return {
             "run": context.run_name, "publication": context.name, "subscription": context.name,
-            "slot": context.name,
-            "source": describe(source), "target": describe(target),
-            "source_from_target": f"{reach['host']}:{reach['port']}",
+            "slot": context.name, "source": describe(context.source), "target": describe(context.target),
+            "source_from_target": self._source_address_from_target(),
             "tables": [t["qualname"] for t in published], "table_count": len(published),
             "total_bytes": sum(t["total_bytes"] for t in published),
             "replica_identity_full": [t["qualname"] for t in identity_full],
             "max_lag_bytes": context.max_lag_bytes, "switch_file": context.switch_file,
         }
-        return {"problems": problems, "notes": warnings, "resume": resume, "switched": False, "plan": plan}
+
+    def _source_address_from_target(self):
+        reach = self.context.source_from_target
+        return f"{reach['host']}:{reach['port']}"
 
     def _source_checks(self, src, problems):
         with src.cursor() as cur:
@@ -199,7 +206,7 @@ class PreflightStep:
     def _probe_from_target(self, dst, problems):
         """The target server connects to the source as the subscription will, in a transaction rolled back:
         a wrong zero_downtime_source_host_from_target, pg_hba.conf or password shows now, changing nothing."""
-        name, reach = self.context.name, self.context.source_from_target
+        name = self.context.name
         probe = f"{name}_probe"[:MAX_IDENTIFIER]
         try:
             with dst.cursor() as cur:
@@ -207,9 +214,10 @@ class PreflightStep:
                 quiet_statement_logging(cur)
                 cur.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (connect = true, "
                                     "enabled = false, create_slot = false, slot_name = NONE, copy_data = false)")
-                            .format(sql.Identifier(probe), sql.Literal(conninfo(reach)), sql.Identifier(name)))
+                            .format(sql.Identifier(probe), sql.Literal(conninfo(self.context.source_from_target)),
+                                    sql.Identifier(name)))
         except psycopg2.Error as error:
-            where = f"{reach['host']}:{reach['port']}"
+            where = self._source_address_from_target()
             problems.append(self.context.secrets.mask(
                 f"the target server cannot reach the source as {where}: {str(error).strip().splitlines()[0]}. "
                 "Set zero_downtime_source_host_from_target/_port_from_target to the source's address as the "
@@ -217,3 +225,11 @@ class PreflightStep:
         finally:
             with dst.cursor() as cur:
                 cur.execute("ROLLBACK")
+
+    @staticmethod
+    def _large_objects_check(src, warnings):
+        with src.cursor() as cur:
+            cur.execute("SELECT EXISTS (SELECT 1 FROM pg_largeobject_metadata)")
+            if cur.fetchone()[0]:
+                warnings.append("the source holds large objects, which logical replication does not carry: "
+                                "copy them separately")

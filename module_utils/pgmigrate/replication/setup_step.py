@@ -29,6 +29,25 @@ class SetupStep:
         context.state.save()
         dump = os.path.join(context.state.directory, "schema.dump")
         self._dump_schema(dump)
+        published, record = self._create_publication()
+        context.state.update(tables={t["qualname"]: t["total_bytes"] for t in published},
+                             replica_identity_full=list(record["replica_identity_full"]))
+        schema_started = time.monotonic()
+        self._restore_schema(dump)
+        schema_seconds = time.monotonic() - schema_started
+        subscription_oid = self._create_subscription()
+        record["subscription_oid"] = subscription_oid
+        self._note_in_publication(record)
+        context.state.update(subscription_oid=subscription_oid, sync_started_at=time.time(),
+                             schema_seconds=round(schema_seconds, 2),
+                             setup_seconds=round(time.monotonic() - started, 2), max_lag_bytes=0)
+        return {"tables": [t["qualname"] for t in published], "replica_identity_full": list(
+            record["replica_identity_full"]), "schema_seconds": round(schema_seconds, 2)}
+
+    def _create_publication(self):
+        """REPLICA IDENTITY FULL where asked and the publication, in one source transaction with the record
+        of what was changed. Returns the published tables and that record."""
+        context = self.context
         src = context.connect("source", autocommit=False)
         try:
             tables = self.replicated_tables.read_tables(src)
@@ -48,24 +67,15 @@ class SetupStep:
             src.commit()
         finally:
             src.close()
-        context.state.update(tables={t["qualname"]: t["total_bytes"] for t in published},
-                             replica_identity_full=list(record["replica_identity_full"]))
-        schema_started = time.monotonic()
-        self._restore_schema(dump)
-        schema_seconds = time.monotonic() - schema_started
-        subscription_oid = self._create_subscription()
-        src = context.connect("source")
+        return published, record
+
+    def _note_in_publication(self, record):
+        src = self.context.connect("source")
         try:
             with src.cursor() as cur:
-                record["subscription_oid"] = subscription_oid
                 self.replication_objects.comment_publication(cur, record)
         finally:
             src.close()
-        context.state.update(subscription_oid=subscription_oid, sync_started_at=time.time(),
-                             schema_seconds=round(schema_seconds, 2),
-                             setup_seconds=round(time.monotonic() - started, 2), max_lag_bytes=0)
-        return {"tables": [t["qualname"] for t in published], "replica_identity_full": list(
-            record["replica_identity_full"]), "schema_seconds": round(schema_seconds, 2)}
 
     def _dump_schema(self, path):
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
