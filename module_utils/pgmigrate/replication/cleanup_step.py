@@ -10,90 +10,100 @@ from psycopg2 import sql
 from ..common.connection import describe
 from .errors import LogicalError
 from .run_state import now, write_json_atomically
+from .switch_file import switch_description
 
 
 class CleanupStep:
-    """A step of logical.ZeroDowntimeRun: the run's context (connections, names, state) is the run's."""
+    """What the run created removed and what it changed on the source put back, after the switch (finish)
+    or before it (abort)."""
+
+    def __init__(self, context, replication_objects, source_read_only):
+        self.context = context
+        self.replication_objects = replication_objects
+        self.source_read_only = source_read_only
 
     def finish(self):
         """After the switch: replication objects dropped, replica identities reverted, report written."""
-        if not self.state.data.get("switched"):
+        context = self.context
+        state = context.state
+        if not state.data.get("switched"):
             raise LogicalError("the switch has not happened: finish runs after the cutover (to stop before the "
                                "switch use -e zero_downtime_abort=true)")
         cleanup = self._drop_replication(revert_read_only=False)
-        freeze = dict(self.state.data.get("freeze", {}))
+        freeze = dict(state.data.get("freeze", {}))
         if freeze.get("switch") == "external" and "switched_after_seconds" not in freeze:
             # The application hosts' play switched after the freeze: writes failed until it ended.
             freeze["switched_after_seconds"] = round(time.time() - freeze["released_epoch"], 3)
             freeze["freeze_window_seconds"] = round(freeze["freeze_window_seconds"]
                                                     + freeze["switched_after_seconds"], 3)
-            self.state.update(freeze=freeze)
+            state.update(freeze=freeze)
         report = {
-            "run": self.run_name, "status": "switched", "source": describe(self.source),
-            "target": describe(self.target), "tables": len(self.state.data.get("tables", {})),
-            "table_names": sorted(self.state.data.get("tables", {})),
-            "schema_seconds": self.state.data.get("schema_seconds"),
-            "initial_sync_seconds": self.state.data.get("initial_sync_seconds"),
-            "max_lag_bytes": self.state.data.get("max_lag_bytes", 0),
+            "run": context.run_name, "status": "switched", "source": describe(context.source),
+            "target": describe(context.target), "tables": len(state.data.get("tables", {})),
+            "table_names": sorted(state.data.get("tables", {})),
+            "schema_seconds": state.data.get("schema_seconds"),
+            "initial_sync_seconds": state.data.get("initial_sync_seconds"),
+            "max_lag_bytes": state.data.get("max_lag_bytes", 0),
             "freeze_window_seconds": freeze.get("freeze_window_seconds"),
             "freeze": freeze, "sequences_synced": freeze.get("sequences_synced"),
-            "materialized_views_refreshed": self.state.data.get("materialized_views_refreshed", []),
-            "switched_to": self.switch_description(), "switch_file": self.switch_file,
+            "materialized_views_refreshed": state.data.get("materialized_views_refreshed", []),
+            "switched_to": switch_description(context.target), "switch_file": context.switch_file,
             "cleanup": cleanup, "finished_at": now(),
             "source_left": "read-only for new sessions (default_transaction_read_only = on); "
-                           f"ALTER DATABASE {self.source['dbname']} RESET default_transaction_read_only to reuse it",
+                           f"ALTER DATABASE {context.source['dbname']} RESET default_transaction_read_only to reuse it",
         }
-        report_file = os.path.join(self.state.directory, "report.json")
+        report_file = os.path.join(state.directory, "report.json")
         write_json_atomically(report_file, report, mode=0o600)
-        self.state.update(finished=True, report_file=report_file)
+        state.update(finished=True, report_file=report_file)
         report["report_file"] = report_file
         return report
 
     def abort(self):
         """Stop before the switch: the source as it was, the replication objects gone. Idempotent."""
-        if self.state.data.get("switched") and not self.state.data.get("finished"):
+        state = self.context.state
+        if state.data.get("switched") and not state.data.get("finished"):
             raise LogicalError("the switch was made: the application writes to the target now, so going back "
                                "would lose writes. Run the playbook again without zero_downtime_abort to finish")
         cleanup = self._drop_replication(revert_read_only=True)
-        if not self.state.data.get("switched"):
-            self.state.update(aborted_at=now(), cleanup=cleanup)
+        if not state.data.get("switched"):
+            state.update(aborted_at=now(), cleanup=cleanup)
         return cleanup
 
     def _drop_replication(self, revert_read_only):
         """Subscription (its slot detached first, so this works even when the target cannot reach the
         source), every slot of the run, the publication, the replica identity changes."""
         done = []
-        subscription_oid = self.state.data.get("subscription_oid")
-        if self.check_mode:
+        subscription_oid = self.context.state.data.get("subscription_oid")
+        if self.context.check_mode:
             return ["nothing (check mode)"]
-        dst = self._connect("target")
+        dst = self.context.connect("target")
         try:
-            subscription = self._subscription(dst)
+            subscription = self.replication_objects.subscription(dst)
             if subscription:
                 subscription_oid = subscription["oid"]
-                name = sql.Identifier(self.name)
+                name = sql.Identifier(self.context.name)
                 with dst.cursor() as cur:
                     if subscription["enabled"]:
                         cur.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(name))
                     if subscription["slot"]:
                         cur.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(name))
                     cur.execute(sql.SQL("DROP SUBSCRIPTION {}").format(name))
-                done.append(f"subscription {self.name} dropped on the target")
+                done.append(f"subscription {self.context.name} dropped on the target")
         finally:
             dst.close()
-        src = self._connect("source")
+        src = self.context.connect("source")
         try:
             with src.cursor() as cur:
                 # The old source is read-only for new sessions after the switch; this session still writes.
                 cur.execute("SET default_transaction_read_only = off")
-            publication = self._publication(src)
+            publication = self.replication_objects.publication(src)
             record = publication["record"] if publication else {}
             subscription_oid = subscription_oid or record.get("subscription_oid")
             for slot in self._drop_slots(src, subscription_oid):
                 done.append(f"replication slot {slot} dropped on the source")
             with src.cursor() as cur:
                 if revert_read_only and record.get("read_only_set"):
-                    self._restore_read_only_setting(cur, record.get("previous_read_only"))
+                    self.source_read_only.restore_setting(cur, record.get("previous_read_only"))
                     done.append("the source database is writable again (default_transaction_read_only restored)")
                 cur.execute("SET lock_timeout = '10s'")
                 for qualname, identity in sorted(record.get("replica_identity_full", {}).items()):
@@ -107,8 +117,8 @@ class CleanupStep:
                         done.append(f"WARNING: replica identity of {qualname} not reverted: "
                                     f"{str(error).strip().splitlines()[0]}")
                 if publication:
-                    cur.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(self.name)))
-                    done.append(f"publication {self.name} dropped on the source")
+                    cur.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(self.context.name)))
+                    done.append(f"publication {self.context.name} dropped on the source")
         finally:
             src.close()
         return done or ["nothing to clean up: no publication, slot or subscription of this run"]
@@ -117,7 +127,7 @@ class CleanupStep:
         dropped = []
         deadline = time.monotonic() + 30
         while True:
-            slots = self._slots(src, subscription_oid)
+            slots = self.replication_objects.slots(src, subscription_oid)
             if not slots:
                 return dropped
             with src.cursor() as cur:
@@ -132,6 +142,7 @@ class CleanupStep:
                     except (pg_errors.ObjectInUse, pg_errors.UndefinedObject):
                         pass
             if time.monotonic() > deadline:
+                still_there = self.replication_objects.slots(src, subscription_oid)
                 raise LogicalError("replication slots still in use on the source: "
-                                   + ", ".join(s["name"] for s in self._slots(src, subscription_oid)))
+                                   + ", ".join(s["name"] for s in still_there))
             time.sleep(0.2)

@@ -26,70 +26,74 @@ The run, in the order playbooks/zero_downtime.yml calls it:
 What the run changed on the source is recorded in the publication's comment (dropped with it), so the
 cleanup works even from another controller; the controller's state file holds timings and the switch.
 
-ZeroDowntimeRun holds the run's context; each step is a module of its own: preflight_step, setup_step,
-sync_step, cutover_step, cleanup_step (tables: what the run replicates; names, run_state, errors).
+ZeroDowntimeRun builds the run's context once (context.ZeroDowntimeContext: connection parameters,
+options, names, secrets, state, sessions) and hands each action to its step, a class in a module of its
+own that is given the context and, explicitly, what else it uses: preflight_step, setup_step, sync_step
+(the cutover reads the same status through it), cutover_step, cleanup_step. What several steps share:
+tables (what the run replicates), replication_objects (its publication, slots and subscription, and the
+record in the publication's comment), source_read_only (the old source read-only at the switch, writable
+again when the run stops before it), switch_file; names, run_state, errors.
 """
 
 import subprocess
 
 import psycopg2
 
-from ..common.catalog import excluded_schemas
-from ..common.connection import check_params, connect_or_raise
 from .cleanup_step import CleanupStep
+from .context import ZeroDowntimeContext
 from .cutover_step import CutoverStep
 from .errors import FreezeAbandoned, LogicalError
-from .names import Secrets, object_name
 from .preflight_step import PreflightStep
-from .run_state import RunState
+from .replication_objects import ReplicationObjects
 from .setup_step import SetupStep
+from .source_read_only import SourceReadOnly
 from .sync_step import SyncStep
 from .tables import ReplicatedTables
 
 __all__ = ["FreezeAbandoned", "LogicalError", "ZeroDowntimeRun", "run_action"]
 
 
-class ZeroDowntimeRun(ReplicatedTables, PreflightStep, SetupStep, SyncStep, CutoverStep, CleanupStep):
+class ZeroDowntimeRun:
+    """The run's entry point: the context and the steps built once, each action handed to its step."""
+
     def __init__(self, source, target, run_name, artifacts_dir, include_schemas=(), exclude_schemas=(),
                  replica_identity_full=(), source_from_target=None, max_lag_bytes=16 * 1024 * 1024,
                  target_overwrite=False, no_owner=True, no_privileges=True, switch_file=None,
                  freeze_lock_timeout="2s", freeze_attempts=3, freeze_catchup_seconds=10.0,
                  check_mode=False):
-        check_params(source, "migration_source")
-        check_params(target, "migration_target")
-        self.source = source
-        self.target = target
-        self.name = object_name(run_name)
-        self.run_name = run_name
-        self.include_schemas = list(include_schemas or [])
-        self.exclude_schemas = list(exclude_schemas or [])
-        self.replica_identity_full = list(replica_identity_full or [])
-        self.source_from_target = {**source, **{k: v for k, v in (source_from_target or {}).items()
-                                                if v not in (None, "")}}
-        self.max_lag_bytes = int(max_lag_bytes)
-        self.target_overwrite = target_overwrite
-        self.no_owner = no_owner
-        self.no_privileges = no_privileges
-        self.switch_file = switch_file
-        self.freeze_lock_timeout = freeze_lock_timeout
-        self.freeze_attempts = max(1, int(freeze_attempts))
-        self.freeze_catchup_seconds = float(freeze_catchup_seconds)
-        self.check_mode = check_mode
-        self.secrets = Secrets(source, target)
-        self.state = RunState(artifacts_dir, self.name)
-        self.artifacts_dir = artifacts_dir
+        self.context = ZeroDowntimeContext(
+            source, target, run_name, artifacts_dir, include_schemas=include_schemas,
+            exclude_schemas=exclude_schemas, replica_identity_full=replica_identity_full,
+            source_from_target=source_from_target, max_lag_bytes=max_lag_bytes, target_overwrite=target_overwrite,
+            no_owner=no_owner, no_privileges=no_privileges, switch_file=switch_file,
+            freeze_lock_timeout=freeze_lock_timeout, freeze_attempts=freeze_attempts,
+            freeze_catchup_seconds=freeze_catchup_seconds, check_mode=check_mode)
+        replicated_tables = ReplicatedTables(self.context)
+        replication_objects = ReplicationObjects(self.context)
+        source_read_only = SourceReadOnly(self.context, replication_objects)
+        self._preflight = PreflightStep(self.context, replicated_tables, replication_objects)
+        self._setup = SetupStep(self.context, replicated_tables, replication_objects)
+        self._sync = SyncStep(self.context, replicated_tables, replication_objects)
+        self._cutover = CutoverStep(self.context, replicated_tables, self._sync, source_read_only)
+        self._cleanup = CleanupStep(self.context, replication_objects, source_read_only)
 
-    def _connect(self, which, autocommit=True):
-        params, variable = (self.source, "migration_source") if which == "source" else (
-            self.target, "migration_target")
-        try:
-            return connect_or_raise(params, variable, LogicalError, f"pgmigrate zero_downtime {self.name}",
-                                    autocommit=autocommit)
-        except LogicalError as error:
-            raise LogicalError(self.secrets.mask(str(error))) from None
+    def preflight(self):
+        return self._preflight.run()
 
-    def _excluded(self):
-        return excluded_schemas(self.exclude_schemas)
+    def setup(self):
+        return self._setup.run()
+
+    def wait(self, wait_seconds=5.0, poll_seconds=0.5):
+        return self._sync.wait(wait_seconds, poll_seconds)
+
+    def cutover(self, switch="file", lag_wait_seconds=60.0):
+        return self._cutover.run(switch=switch, lag_wait_seconds=lag_wait_seconds)
+
+    def finish(self):
+        return self._cleanup.finish()
+
+    def abort(self):
+        return self._cleanup.abort()
 
 
 def run_action(action, source, target, options, wait_seconds=5.0, switch="file", lag_wait_seconds=60.0):
@@ -110,8 +114,8 @@ def run_action(action, source, target, options, wait_seconds=5.0, switch="file",
             return {"cleanup": run.abort()}
         raise LogicalError(f"unknown action {action}")
     except subprocess.SubprocessError as error:
-        raise LogicalError(run.secrets.mask(str(error))) from None
+        raise LogicalError(run.context.secrets.mask(str(error))) from None
     except LogicalError as error:
-        raise type(error)(run.secrets.mask(str(error))) from None
+        raise type(error)(run.context.secrets.mask(str(error))) from None
     except psycopg2.Error as error:
-        raise LogicalError(run.secrets.mask(f"{action} failed: {str(error).strip()}")) from None
+        raise LogicalError(run.context.secrets.mask(f"{action} failed: {str(error).strip()}")) from None

@@ -11,34 +11,37 @@ from .names import MAX_IDENTIFIER, conninfo
 
 
 class PreflightStep:
-    """A step of logical.ZeroDowntimeRun: the run's context (connections, names, state) is the run's."""
+    """Read-only checks of both servers, the tables and what an earlier run left, and the run's plan."""
 
-    def preflight(self):
+    def __init__(self, context, replicated_tables, replication_objects):
+        self.context = context
+        self.replicated_tables = replicated_tables
+        self.replication_objects = replication_objects
+
+    def run(self):
         """Read-only checks. Returns {"problems": [...], "notes": [...], "resume": bool, "plan": {...}}."""
-        if (str(self.source["host"]), int(self.source["port"]), self.source["dbname"]) == (
-                str(self.target["host"]), int(self.target["port"]), self.target["dbname"]):
+        context = self.context
+        source, target = context.source, context.target
+        if (str(source["host"]), int(source["port"]), source["dbname"]) == (
+                str(target["host"]), int(target["port"]), target["dbname"]):
             raise LogicalError("migration_source and migration_target are the same database: fix the inventory")
-        if self.state.data.get("switched") and not self.state.data.get("finished"):
+        if context.state.data.get("switched") and not context.state.data.get("finished"):
             # The switch was made and the run stopped before its cleanup: only finish remains to do.
-            tables = self.state.data.get("tables", {})
-            return {"problems": [], "notes": [], "resume": True, "switched": True, "plan": {
-                "run": self.run_name, "publication": self.name, "source": describe(self.source),
-                "target": describe(self.target), "table_count": len(tables), "total_bytes": sum(tables.values()),
-                "source_from_target": f"{self.source_from_target['host']}:{self.source_from_target['port']}"}}
+            return self._after_switch()
         problems, warnings = [], []
-        src = self._connect("source")
-        dst = self._connect("target")
+        src = context.connect("source")
+        dst = context.connect("target")
         try:
             source_info = self._source_checks(src, problems)
             target_info = self._target_checks(dst, problems)
-            tables = self.read_tables(src)
-            self._attach_roots(src, tables)
-            publication = self._publication(src)
-            subscription = self._subscription(dst)
-            slots = self._slots(src, subscription["oid"] if subscription else None)
+            tables = self.replicated_tables.read_tables(src)
+            self.replicated_tables.attach_roots(src, tables)
+            publication = self.replication_objects.publication(src)
+            subscription = self.replication_objects.subscription(dst)
+            slots = self.replication_objects.slots(src, subscription["oid"] if subscription else None)
             resume = bool(publication and subscription and subscription["ours"]
-                          and any(s["name"] == self.name for s in slots)
-                          and self.state.data.get("switched") is not True)
+                          and any(s["name"] == context.name for s in slots)
+                          and context.state.data.get("switched") is not True)
             self._leftover_checks(publication, subscription, slots, resume, problems)
             self._table_checks(tables, problems, warnings)
             if not resume:
@@ -46,26 +49,38 @@ class PreflightStep:
                 self._target_empty_check(dst, problems)
                 if not problems:
                     self._probe_from_target(dst, problems)
-            with src.cursor() as cur:
-                cur.execute("SELECT EXISTS (SELECT 1 FROM pg_largeobject_metadata)")
-                if cur.fetchone()[0]:
-                    warnings.append("the source holds large objects, which logical replication does not carry: "
-                                    "copy them separately")
+            self._large_objects_check(src, warnings)
         finally:
             src.close()
             dst.close()
-        published = self.published_tables(tables)
-        identity_full, _unknown = self.identity_full_tables(tables)
-        plan = {
-            "run": self.run_name, "publication": self.name, "subscription": self.name, "slot": self.name,
-            "source": describe(self.source), "target": describe(self.target),
-            "source_from_target": f"{self.source_from_target['host']}:{self.source_from_target['port']}",
+        return {"problems": problems, "notes": warnings, "resume": resume, "switched": False,
+                "plan": self._plan(tables)}
+
+    def _after_switch(self):
+        context = self.context
+        tables = context.state.data.get("tables", {})
+        return {"problems": [], "notes": [], "resume": True, "switched": True, "plan": {
+            "run": context.run_name, "publication": context.name, "source": describe(context.source),
+            "target": describe(context.target), "table_count": len(tables), "total_bytes": sum(tables.values()),
+            "source_from_target": self._source_address_from_target()}}
+
+    def _plan(self, tables):
+        context = self.context
+        published = self.replicated_tables.published_tables(tables)
+        identity_full, _unknown = self.replicated_tables.identity_full_tables(tables)
+        return {
+            "run": context.run_name, "publication": context.name, "subscription": context.name,
+            "slot": context.name, "source": describe(context.source), "target": describe(context.target),
+            "source_from_target": self._source_address_from_target(),
             "tables": [t["qualname"] for t in published], "table_count": len(published),
             "total_bytes": sum(t["total_bytes"] for t in published),
             "replica_identity_full": [t["qualname"] for t in identity_full],
-            "max_lag_bytes": self.max_lag_bytes, "switch_file": self.switch_file,
+            "max_lag_bytes": context.max_lag_bytes, "switch_file": context.switch_file,
         }
-        return {"problems": problems, "notes": warnings, "resume": resume, "switched": False, "plan": plan}
+
+    def _source_address_from_target(self):
+        reach = self.context.source_from_target
+        return f"{reach['host']}:{reach['port']}"
 
     def _source_checks(self, src, problems):
         with src.cursor() as cur:
@@ -94,7 +109,7 @@ class PreflightStep:
         if not superuser:
             if not can_create:
                 problems.append(f"the source login {user} may not create the publication: GRANT CREATE ON DATABASE "
-                                f"{self.source['dbname']} TO {user}")
+                                f"{self.context.source['dbname']} TO {user}")
             if not can_signal:
                 problems.append(f"the source login {user} may not end the sessions that wait during the write "
                                 f"freeze: GRANT pg_signal_backend TO {user}")
@@ -134,29 +149,31 @@ class PreflightStep:
     def _leftover_checks(self, publication, subscription, slots, resume, problems):
         if resume:
             return
+        name = self.context.name
         leftovers = []
         if publication:
-            leftovers.append(f"publication {self.name} on the source")
+            leftovers.append(f"publication {name} on the source")
         if slots:
             leftovers.append("replication slot(s) " + ", ".join(s["name"] for s in slots) + " on the source")
         if subscription:
-            leftovers.append(f"subscription {self.name} on the target")
+            leftovers.append(f"subscription {name} on the target")
         if subscription and not subscription["ours"]:
-            problems.append(f"the target already has a subscription named {self.name} that this tool did not "
+            problems.append(f"the target already has a subscription named {name} that this tool did not "
                             "create: choose another zero_downtime_run_name")
         elif leftovers:
             problems.append("an earlier run left " + "; ".join(leftovers) + ": remove them with "
                             "-e zero_downtime_abort=true (same zero_downtime_run_name), then rerun")
 
     def _table_checks(self, tables, problems, warnings):
-        if not self.published_tables(tables):
+        if not self.replicated_tables.published_tables(tables):
             problems.append("the source has no table to replicate in the included schemas")
-        identity_full, unknown = self.identity_full_tables(tables)
+        identity_full, unknown = self.replicated_tables.identity_full_tables(tables)
         if unknown:
             problems.append("zero_downtime_replica_identity_full names tables the source does not have: "
                             + ", ".join(unknown))
         fixed = {t["qualname"] for t in identity_full}
-        unusable = [t["qualname"] for t in tables if not self.identity_usable(t) and t["qualname"] not in fixed]
+        unusable = [t["qualname"] for t in tables
+                    if not self.replicated_tables.identity_usable(t) and t["qualname"] not in fixed]
         if unusable:
             problems.append(
                 "these tables have no primary key and no usable replica identity, so once published every "
@@ -178,32 +195,41 @@ class PreflightStep:
                         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
                         "AND n.nspname NOT IN %(excluded)s AND n.nspname NOT LIKE 'pg_temp%%' "
                         "AND n.nspname NOT LIKE 'pg_toast%%' ORDER BY 1 LIMIT 6",
-                        {"excluded": self._excluded()})
+                        {"excluded": self.context.excluded()})
             existing = [row[0] for row in cur.fetchall()]
-        if existing and not self.target_overwrite:
+        if existing and not self.context.target_overwrite:
             problems.append(
-                f"the target {describe(self.target)} already holds tables ({', '.join(existing[:5])}"
+                f"the target {describe(self.context.target)} already holds tables ({', '.join(existing[:5])}"
                 f"{', ...' if len(existing) > 5 else ''}): migrate into an empty database, or set "
                 "zero_downtime_target_overwrite=true to replace what the source's schema defines")
 
     def _probe_from_target(self, dst, problems):
         """The target server connects to the source as the subscription will, in a transaction rolled back:
         a wrong zero_downtime_source_host_from_target, pg_hba.conf or password shows now, changing nothing."""
-        probe = f"{self.name}_probe"[:MAX_IDENTIFIER]
+        name = self.context.name
+        probe = f"{name}_probe"[:MAX_IDENTIFIER]
         try:
             with dst.cursor() as cur:
                 cur.execute("BEGIN")
                 quiet_statement_logging(cur)
                 cur.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (connect = true, "
                                     "enabled = false, create_slot = false, slot_name = NONE, copy_data = false)")
-                            .format(sql.Identifier(probe), sql.Literal(conninfo(self.source_from_target)),
-                                    sql.Identifier(self.name)))
+                            .format(sql.Identifier(probe), sql.Literal(conninfo(self.context.source_from_target)),
+                                    sql.Identifier(name)))
         except psycopg2.Error as error:
-            where = f"{self.source_from_target['host']}:{self.source_from_target['port']}"
-            problems.append(self.secrets.mask(
+            where = self._source_address_from_target()
+            problems.append(self.context.secrets.mask(
                 f"the target server cannot reach the source as {where}: {str(error).strip().splitlines()[0]}. "
                 "Set zero_downtime_source_host_from_target/_port_from_target to the source's address as the "
                 "target server sees it, and allow it in the source's pg_hba.conf"))
         finally:
             with dst.cursor() as cur:
                 cur.execute("ROLLBACK")
+
+    @staticmethod
+    def _large_objects_check(src, warnings):
+        with src.cursor() as cur:
+            cur.execute("SELECT EXISTS (SELECT 1 FROM pg_largeobject_metadata)")
+            if cur.fetchone()[0]:
+                warnings.append("the source holds large objects, which logical replication does not carry: "
+                                "copy them separately")

@@ -1,8 +1,4 @@
-"""The tables a run replicates, and what exists of its publication, slots and subscription."""
-
-import json
-
-from .names import TOOL_MARK
+"""The tables a run replicates: what the publication lists and the checks look at."""
 
 TABLES_QUERY = """
 SELECT c.oid, n.nspname, c.relname, format('%%I.%%I', n.nspname, c.relname) AS qualname, c.relkind,
@@ -23,17 +19,21 @@ ORDER BY 4
 
 
 class ReplicatedTables:
-    """A step of logical.ZeroDowntimeRun: the run's context (connections, names, state) is the run's."""
+    """The user tables of the run's schemas (the source's; the target's before an overwrite), read through
+    the caller's session, and which of them the publication lists or the run sets REPLICA IDENTITY FULL on."""
+
+    def __init__(self, context):
+        self.context = context
 
     def read_tables(self, conn):
         """Every user table of the included schemas, with what the publication and the checks need."""
         with conn.cursor() as cur:
-            cur.execute(TABLES_QUERY, {"excluded": self._excluded()})
+            cur.execute(TABLES_QUERY, {"excluded": self.context.excluded()})
             rows = cur.fetchall()
         tables = []
         for (oid, schema, name, qualname, relkind, is_partition, persistence, replident, has_pk,
              has_identity_index, total_bytes) in rows:
-            if self.include_schemas and schema not in self.include_schemas:
+            if self.context.include_schemas and schema not in self.context.include_schemas:
                 continue
             tables.append({"oid": oid, "schema": schema, "name": name, "qualname": qualname,
                            "partitioned": relkind == "p", "is_partition": is_partition,
@@ -73,7 +73,7 @@ class ReplicatedTables:
 
     def identity_full_tables(self, tables):
         """The leaf tables to set REPLICA IDENTITY FULL on (a partitioned table's partitions included)."""
-        found, unknown = self._match_tables(tables, self.replica_identity_full)
+        found, unknown = self._match_tables(tables, self.context.replica_identity_full)
         leaves = {}
         for table in found:
             if table["partitioned"]:
@@ -85,7 +85,7 @@ class ReplicatedTables:
                 leaves[table["qualname"]] = table
         return list(leaves.values()), unknown
 
-    def _attach_roots(self, conn, tables):
+    def attach_roots(self, conn, tables):
         """Each partition's partitioned root, so that a root in replica_identity_full reaches its leaves."""
         partitions = [t for t in tables if t["is_partition"]]
         if not partitions:
@@ -97,35 +97,3 @@ class ReplicatedTables:
             roots = dict(cur.fetchall())
         for table in partitions:
             table["root"] = roots.get(table["oid"])
-
-    def _publication(self, src):
-        with src.cursor() as cur:
-            cur.execute("SELECT p.oid, obj_description(p.oid, 'pg_publication') FROM pg_publication p "
-                        "WHERE p.pubname = %s", (self.name,))
-            row = cur.fetchone()
-        if not row:
-            return None
-        try:
-            record = json.loads(row[1] or "{}")
-        except ValueError:
-            record = {}
-        return {"oid": row[0], "record": record}
-
-    def _slots(self, src, subscription_oid=None):
-        """Our slot and, while the initial sync runs, the table sync slots of our subscription."""
-        patterns = [self.name]
-        with src.cursor() as cur:
-            cur.execute("SELECT slot_name, active, active_pid FROM pg_replication_slots "
-                        "WHERE slot_name = %s OR (%s::oid IS NOT NULL AND slot_name LIKE %s)",
-                        (patterns[0], subscription_oid, f"pg\\_{subscription_oid}\\_sync\\_%"))
-            return [{"name": n, "active": a, "pid": p} for n, a, p in cur.fetchall()]
-
-    def _subscription(self, dst):
-        with dst.cursor() as cur:
-            cur.execute("SELECT s.oid, s.subenabled, s.subslotname, obj_description(s.oid, 'pg_subscription') "
-                        "FROM pg_subscription s WHERE s.subname = %s AND s.subdbid = "
-                        "(SELECT oid FROM pg_database WHERE datname = current_database())", (self.name,))
-            row = cur.fetchone()
-        if not row:
-            return None
-        return {"oid": row[0], "enabled": row[1], "slot": row[2], "ours": TOOL_MARK in (row[3] or "")}
