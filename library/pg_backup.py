@@ -16,6 +16,13 @@ description:
   - Tables the login reads only through their row-level security policies (FORCE ROW LEVEL SECURITY on tables it
     owns) are dumped through them (C(--enable-row-security)) when they show every row, counted with the forcing
     lifted inside a rolled-back transaction; otherwise the backup is refused before anything is written.
+  - C(derive) writes the plan's plain C(schema-only) and C(data-only) backups (those of I(kinds)) from the
+    complete backup at I(path) (a backup directory or a latest/ link to one), verified first, with
+    C(pg_restore --file) and the plan's C(--no-owner --no-privileges): beside it in the same run directory, with
+    their own C(backup.json) (the complete one's snapshot and row counts, and C(derived_from)) and C(SHA256SUMS).
+    The database is not read. A kind already there (derived before, or dumped by the run) is kept when it
+    verifies, so a repeated call does nothing. With I(latest), each is verified and I(latest)/<kind> points at it
+    when I(latest)/complete is the backup it came from.
   - C(verify) checks a backup at I(path): its manifest first (every file, no file missing or added), then
     C(pg_restore --list) for the complete one, or a non-empty plain SQL file ending with pg_dump's
     "dump complete" marker.
@@ -27,12 +34,12 @@ description:
     backup at I(path).
   - Passwords reach pg_dump and pg_restore through their environment, never their command line.
 options:
-  action: {description: What to do., type: str, required: true, choices: [inspect, create, verify, prune, restore, check_counts]}
+  action: {description: What to do., type: str, required: true, choices: [inspect, create, derive, verify, prune, restore, check_counts]}
   connection: {description: "The database (host, port, dbname, user, password, sslmode, ...); for inspect, create, restore, check_counts.", type: dict}
   label: {description: Which database it is (source or target), for messages and backup.json., type: str, default: database}
-  path: {description: "inspect: the backup directory; create: the database's directory of the run; verify, restore, check_counts: one backup; prune: the backup directory.", type: path}
+  path: {description: "inspect: the backup directory; create: the database's directory of the run; derive: the complete backup; verify, restore, check_counts: one backup; prune: the backup directory.", type: path}
   paths: {description: "verify: several backups (with or instead of I(path)).", type: list, elements: path}
-  kinds: {description: Which backups to make., type: list, elements: str, default: [schema-only, data-only, complete], choices: [schema-only, data-only, complete]}
+  kinds: {description: "Which backups to make (derive: which of schema-only and data-only; complete is ignored there).", type: list, elements: str, default: [schema-only, data-only, complete], choices: [schema-only, data-only, complete]}
   jobs: {description: Parallel jobs of pg_dump (complete backup) and pg_restore., type: int, default: 2}
   compress_level:
     description: "create: gzip level of the complete backup (pg_dump --compress): 1 is about as small as pg_dump's
@@ -42,7 +49,7 @@ options:
     choices: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
   run_id: {description: The run's name, recorded in backup.json., type: str, default: ""}
   keys: {description: "prune: the databases, by their directory name under each run.", type: list, elements: str}
-  latest: {description: "create: the database's latest/ directory; each backup is verified, then latest/<kind> points at it.", type: path}
+  latest: {description: "create, derive: the database's latest/ directory; each backup is verified, then latest/<kind> points at it.", type: path}
   keep: {description: How many backups of each kind to keep (prune)., type: int, default: 3}
   pg_bin_dir: {description: Directory of pg_dump and pg_restore (default the newest installed)., type: path}
   maintenance_db: {description: Database to connect to while the restored one is dropped and created., type: str, default: postgres}
@@ -68,6 +75,13 @@ EXAMPLES = r"""
     jobs: 4
     latest: "{{ backup_dir }}/latest/target-cdp@db.example.com-5432"
 
+- name: The plan's schema_backup.sql and data_backup.sql, from the latest complete backup (the database is not read)
+  pg_backup:
+    action: derive
+    path: "{{ backup_dir }}/latest/target-cdp@db.example.com-5432/complete"
+    kinds: [schema-only, data-only]
+    latest: "{{ backup_dir }}/latest/target-cdp@db.example.com-5432"
+
 - name: Verify it again, later
   pg_backup:
     action: verify
@@ -83,13 +97,15 @@ EXAMPLES = r"""
 
 RETURN = r"""
 inspection: {description: "inspect: label, database, server_version, database_bytes, estimated_bytes, free_bytes, free_bytes_at, pg_dump.", returned: inspect, type: dict}
-backups: {description: "create: each backup's kind, path, files, bytes, seconds.", returned: create, type: list}
+backups: {description: "create, derive: each backup's kind, path, files, bytes, seconds (derive: existing, when it was there already).", returned: "create, derive", type: list}
+from: {description: "derive: the complete backup the others were written from (its real path).", returned: derive, type: str}
+latest_updated: {description: "derive with latest: whether latest/<kind> now points at the derived backups (only when latest/complete is the backup they came from).", returned: derive, type: bool}
 tables: {description: "create: tables counted; check_counts: tables found.", returned: create, check_counts, type: int}
 rows: {description: "create: rows in the snapshot; check_counts: rows found.", returned: create, check_counts, type: int}
 snapshot: {description: The exported snapshot all the dumps were taken from., returned: create, type: str}
 warnings_from_tools: {description: pg_dump's or pg_restore's messages (e.g. circular foreign keys)., returned: create, restore, type: list}
 verification: {description: "verify with I(path): its path, kind, ok, problems, record (label, database, run_id, finished_at, bytes, rows...).", returned: verify, type: dict}
-verifications: {description: "verify: the same for every backup checked; create with latest: each new backup's.", returned: "verify, create", type: list}
+verifications: {description: "verify: the same for every backup checked; create and derive with latest: each new backup's.", returned: "verify, create, derive", type: list}
 removed: {description: "prune: the backups removed.", returned: prune, type: list}
 kept: {description: "prune: the backups kept.", returned: prune, type: list}
 pinned: {description: "prune: the rollback points' backup directories, kept whatever their age.", returned: prune, type: list}
@@ -97,6 +113,7 @@ restore: {description: "restore: path, database, existed, sessions_terminated, s
 differences: {description: "check_counts: tables whose row count differs from the backup's.", returned: check_counts, type: list}
 """
 
+import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
@@ -121,6 +138,8 @@ def run(module):
                                                                params["pg_bin_dir"])}
     if action == "create":
         return create(module, connection)
+    if action == "derive":
+        return derive(module)
     if action == "verify":
         result = verify(module, ([path] if path else []) + (params["paths"] or []))
         return {"changed": False, "verification": result["verifications"][0] if path else None, **result}
@@ -158,6 +177,23 @@ def create(module, connection):
     return result
 
 
+def derive(module):
+    """The plain backups from a complete one; with latest, verified and pointed at when that complete backup is
+    the latest one."""
+    params = module.params
+    kinds = [kind for kind in params["kinds"] if kind != "complete"]
+    derived = backup.derive_backups(params["path"], kinds, params["pg_bin_dir"], module.check_mode)
+    written = [one for one in derived["backups"] if not one.get("existing")]
+    result = {"changed": bool(written) and not module.check_mode, **derived}
+    if params["latest"] and not module.check_mode:
+        result.update(verify(module, [one["path"] for one in derived["backups"]], result))
+        latest_complete = os.path.join(params["latest"], "complete")
+        result["latest_updated"] = os.path.realpath(latest_complete) == derived["from"]
+        if result["latest_updated"]:
+            backup.point_latest(params["latest"], derived["backups"])
+    return result
+
+
 def verify(module, paths, partial=None):
     """{"verifications": [...]} of the backups at paths; fails naming each one that does not verify."""
     verifications = [backup.verify_backup(one, module.params["pg_bin_dir"]) for one in paths]
@@ -184,7 +220,7 @@ def main():
     module = AnsibleModule(
         argument_spec={
             "action": {"type": "str", "required": True,
-                       "choices": ["inspect", "create", "verify", "prune", "restore", "check_counts"]},
+                       "choices": ["inspect", "create", "derive", "verify", "prune", "restore", "check_counts"]},
             "connection": connection_argument(required=False),
             "label": {"type": "str", "default": "database"},
             "path": {"type": "path"},
@@ -206,7 +242,8 @@ def main():
             "progress_file": {"type": "path"},
         },
         required_if=[("action", action, ["connection", "path"]) for action in NEEDS_CONNECTION]
-        + [("action", "prune", ["path", "keys"]), ("action", "verify", ["path", "paths"], True)],
+        + [("action", "prune", ["path", "keys"]), ("action", "verify", ["path", "paths"], True),
+           ("action", "derive", ["path"])],
         supports_check_mode=True,
     )
     if IMPORT_ERROR:

@@ -58,7 +58,9 @@ def owned_target(db_pair, target_server):
 
 
 def run_backup(tmp_path, src, dst):
-    inventory = write_inventory(tmp_path, src, dst, {"backup_databases": ["target"]})
+    # The data-only backup dumped too: pg_dump itself reads the forced tables through their policies.
+    inventory = write_inventory(tmp_path, src, dst,
+                                {"backup_databases": ["target"], "backup_kinds": list(backup.KINDS)})
     return subprocess.run([ANSIBLE_PLAYBOOK, "playbooks/backup.yml", "-i", str(inventory)], cwd=PROJECT_DIR,
                           capture_output=True, text=True, timeout=600, check=False)
 

@@ -121,8 +121,10 @@ def cdp_and_hard_cases(db_pair):
     return src, dst
 
 
-def test_backups_of_the_three_kinds_are_made_and_verified_for_the_source_and_the_target(
+def test_complete_backups_are_made_and_verified_then_the_plans_plain_ones_derived_from_them(
         cdp_and_hard_cases, scratch, target_server, tmp_path):
+    """By default each database is dumped once, complete; playbooks/backup_derive.yml then writes the plan's
+    schema-only and data-only backups from it, without reading the databases, and they rebuild the source."""
     src, dst = cdp_and_hard_cases
     inventory = write_inventory(tmp_path, src, dst, {"backup_jobs": 2})
     # Sample every process's command line while the playbook runs: no password may ever show there.
@@ -139,10 +141,22 @@ def test_backups_of_the_three_kinds_are_made_and_verified_for_the_source_and_the
     dumps = [line for lines in command_lines for line in lines.splitlines()
              if "/pg_dump " in line and str(tmp_path) in line]
     assert all("--snapshot=" in line for line in dumps), dumps  # every dump from the database's one snapshot
+    assert dumps and all("--format=directory" in line for line in dumps), dumps  # one dump, the complete one
     assert "Backups verified" in stdout
 
     backup_dir = tmp_path / "artifacts" / "backups"
     (run_id,) = run_dirs(backup_dir)
+    for label, params in (("source", src), ("target", dst)):
+        assert [p.name for p in (backup_dir / run_id / key(label, params)).iterdir()] == ["complete"]
+
+    # The plan's plain backups, on demand: twice, and the second run finds them there and changes nothing.
+    derived = run(inventory, "playbooks/backup_derive.yml")
+    assert derived.returncode == 0, output(derived)
+    assert "changed=1" in derived.stdout
+    written = {str(p): p.stat().st_mtime_ns for p in (backup_dir / run_id).rglob("*")}
+    again = run(inventory, "playbooks/backup_derive.yml")
+    assert again.returncode == 0 and "changed=0" in again.stdout, output(again)
+    assert {str(p): p.stat().st_mtime_ns for p in (backup_dir / run_id).rglob("*")} == written
     assert stat.S_IMODE(backup_dir.stat().st_mode) == 0o700
     for label, params in (("source", src), ("target", dst)):
         expected_rows = {name: digest.rows for name, digest in dbcompare.table_digests(params).items()}
@@ -166,6 +180,11 @@ def test_backups_of_the_three_kinds_are_made_and_verified_for_the_source_and_the
                 text = (unit / ("schema.sql" if kind == "schema-only" else "data.sql")).read_text()
                 assert "-- PostgreSQL database dump complete" in text[-2000:]
                 assert ("COPY " in text) == (kind == "data-only")
+                # Written from the complete backup: its snapshot, with the plan's options.
+                assert record["derived_from"] == "../complete"
+                complete_record = json.loads((unit.parent / "complete" / "backup.json").read_text())
+                assert record["snapshot"] == complete_record["snapshot"]
+                assert {"--no-owner", "--no-privileges"} <= set(record["pg_restore_options"])
             if kind in ("data-only", "complete"):
                 # Exact counts of every table (quoted names as dbcompare writes them), taken in the dump's snapshot.
                 assert recorded_rows(params, record["tables"]) == expected_rows
@@ -188,7 +207,8 @@ def test_a_corrupted_backup_fails_verification_and_is_never_restored(db_pair, tm
     src, dst = db_pair
     dbcompare.load_hard_cases(dst)
     # Every entry playbook checks first that the inventory names both connections.
-    inventory = write_inventory(tmp_path, src, dst, {"backup_databases": ["target"]})
+    # The plan's three backups dumped at backup time (backup_kinds lists them all).
+    inventory = write_inventory(tmp_path, src, dst, {"backup_databases": ["target"], "backup_kinds": list(KINDS)})
     made = run(inventory)
     assert made.returncode == 0, output(made)
     units = tmp_path / "artifacts" / "backups" / "latest" / key("target", dst)
@@ -229,7 +249,8 @@ def test_a_corrupted_backup_fails_verification_and_is_never_restored(db_pair, tm
 def test_retention_keeps_the_newest_n_backups_of_each_database_and_kind(db_pair, tmp_path):
     src, _ = db_pair
     execute(src, "CREATE TABLE t (id int PRIMARY KEY)", "INSERT INTO t SELECT generate_series(1, 100)")
-    inventory = write_inventory(tmp_path, src, db_pair[1], {"backup_databases": ["source"], "backup_keep": 2})
+    inventory = write_inventory(tmp_path, src, db_pair[1], {"backup_databases": ["source"], "backup_keep": 2,
+                                                            "backup_kinds": list(KINDS)})
     backup_dir = tmp_path / "artifacts" / "backups"
     runs = []
     for _ in range(3):

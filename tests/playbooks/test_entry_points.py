@@ -15,8 +15,8 @@ from conftest import PROJECT_DIR, connect, execute, query, write_inventory
 BIN = PROJECT_DIR / ".venv" / "bin"
 ENTRY_PLAYBOOKS = ["migrate.yml"] + [
     f"playbooks/{name}.yml" for name in (
-        "assess", "backup", "copy", "environment_sync", "outcome", "post_checks", "prepare_target", "rollback",
-        "schedule_staging_sync", "staging_sync", "staging_to_production", "validate", "zero_downtime")]
+        "assess", "backup", "backup_derive", "copy", "environment_sync", "outcome", "post_checks", "prepare_target",
+        "rollback", "schedule_staging_sync", "staging_sync", "staging_to_production", "validate", "zero_downtime")]
 
 
 def clean_environment(**overrides):

@@ -1,7 +1,8 @@
 """Backups of a database with pg_dump, their checksum manifests, verification, retention and restore.
 
-One backup run of one database makes up to three *backups* (the plan's phase 2), each a directory
-of its own so that each can be verified, kept or removed on its own:
+One backup run of one database makes up to three *backups* (the plan's phase 2; by default the complete
+one only, the other two derived from it on demand, see derive), each a directory of its own so that each
+can be verified, kept or removed on its own:
 
     <run dir>/<database key>/schema-only/  schema.sql   plain SQL, --schema-only --no-owner --no-privileges
                             /data-only/    data.sql     plain SQL, --data-only --no-owner --no-privileges
@@ -18,7 +19,8 @@ Passwords reach pg_dump and pg_restore through their environment only (never the
 psycopg2 through its connect() arguments. Every file and directory is created private (umask 077).
 
 The parts, each a module of this package: base (layout, errors, tools, space), manifest (checksums,
-records, verification), counts, create, retention (latest/ and pruning), restore. This module is their
+records, verification), counts, create, derive (the plain backups from a complete one, on demand),
+retention (latest/ and pruning), restore. This module is their
 one entry point: callers use backup.<name>.
 """
 
@@ -47,6 +49,7 @@ from .base import (
 )
 from .counts import COUNT_BATCH, POLICY_LOCK_TIMEOUT, USER_TABLES_SQL, count_tables, count_through_policies, list_tables
 from .create import create_backup, dump_arguments
+from .derive import DERIVABLE, derive_backups
 from .manifest import (
     archive_problems,
     plain_dump_problems,
@@ -67,6 +70,7 @@ __all__ = [
     "CHUNK",
     "COUNT_BATCH",
     "DATA_KINDS",
+    "DERIVABLE",
     "DUMP_COMPLETE_MARKER",
     "FORMAT_VERSION",
     "KINDS",
@@ -83,6 +87,7 @@ __all__ = [
     "count_tables",
     "count_through_policies",
     "create_backup",
+    "derive_backups",
     "dump_arguments",
     "estimate_bytes",
     "free_bytes",
