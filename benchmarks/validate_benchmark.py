@@ -124,7 +124,7 @@ def main():
         table = next(t for t in context.src_catalog["tables"] if t["qualname"] == largest)
         s = rows.digest(context.src_pool, table)
         d = rows.digest(context.dst_pool, table)
-        pinpoint_seconds, item = timed(rows.pinpoint, table, s, d)
+        pinpoint_seconds, item = timed(rows.differing_rows.pinpoint, table, s, d)
         context.close()
         assert item["changed"] == [[str(victim)]], item
         runs.append({"round": round_number, "copy_seconds": round(copy_seconds, 2),

@@ -13,9 +13,9 @@ extra and changed keys. Tables without a key are compared as multisets (duplicat
 The run's context (the databases, options, connections, catalogs, tables to compare, digest statements and
 progress) is one object, context.ValidationRun, built in Validator's constructor; each family of checks is a
 small class of its own module taking it explicitly: catalog_step (the catalogs, row-level security, the
-tables), schema_checks, row_checks (down to the rows behind a mismatch), integrity_checks, and the module
-validate_large_objects (large objects, the database's settings). digests: how rows are hashed; pool: the
-connections. Validator, the public entry point, runs them in order.
+tables), schema_checks, row_checks (with differing_rows, which names the rows behind a mismatch),
+integrity_checks, and the module validate_large_objects (large objects, the database's settings). digests:
+how rows are hashed; pool: the connections. Validator, the public entry point, runs them in order.
 """
 
 import time
@@ -26,6 +26,7 @@ from . import validate_large_objects
 from .catalog_step import CatalogStep
 from .checks import ValidationError
 from .context import ValidationRun
+from .differing_rows import DifferingRows
 from .digests import DIGEST_BATCH_TABLES
 from .integrity_checks import IntegrityChecks
 from .row_checks import RowChecks
@@ -47,7 +48,7 @@ class Validator:
             database_settings_skipped=database_settings_skipped, progress=progress)
         self.catalogs = CatalogStep(self.context)
         self.schema_checks = SchemaChecks(self.context)
-        self.row_checks = RowChecks(self.context)
+        self.row_checks = RowChecks(self.context, DifferingRows(self.context))
         self.integrity_checks = IntegrityChecks(self.context)
 
     def run(self):
