@@ -119,13 +119,13 @@ def main():
         conn.commit()
         conn.close()
         validator = Validator(src, dst, workers=args.workers, checks=("content",))
-        validator.src_catalog, validator.dst_catalog = validator._catalogs()
-        table = next(t for t in validator.src_catalog["tables"] if t["qualname"] == largest)
-        s = validator._digest(validator.src_pool, table)
-        d = validator._digest(validator.dst_pool, table)
-        pinpoint_seconds, item = timed(validator._pinpoint, table, s, d)
-        validator.src_pool.close()
-        validator.dst_pool.close()
+        context, rows = validator.context, validator.row_checks
+        validator.catalogs.read_catalogs()
+        table = next(t for t in context.src_catalog["tables"] if t["qualname"] == largest)
+        s = rows.digest(context.src_pool, table)
+        d = rows.digest(context.dst_pool, table)
+        pinpoint_seconds, item = timed(rows.differing_rows.pinpoint, table, s, d)
+        context.close()
         assert item["changed"] == [[str(victim)]], item
         runs.append({"round": round_number, "copy_seconds": round(copy_seconds, 2),
                      "validate_seconds": round(validate_seconds, 2),

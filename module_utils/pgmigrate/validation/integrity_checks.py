@@ -5,18 +5,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 from psycopg2 import sql
 
-from ..common import catalog as catalog_module
 from ..common import column_extremes
 from .checks import _check, _finish
 
 
 class IntegrityChecks:
-    """Checks of validate.Validator: the run's context (pools, catalogs, options) is the validator's."""
+    def __init__(self, run):
+        self.run = run  # context.ValidationRun
 
     def check_orphans(self):
         started = time.monotonic()
         check = _check("orphans", "Referential integrity: orphan rows for every foreign key (NOT VALID included)")
-        with self.dst_pool.reading("reading the foreign keys") as conn, conn.cursor() as cur:
+        with self.run.dst_pool.reading("reading the foreign keys") as conn, conn.cursor() as cur:
             cur.execute("""
                 SELECT con.conname, format('%%I.%%I', n.nspname, c.relname), format('%%I.%%I', fn.nspname, fc.relname),
                        ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
@@ -28,10 +28,10 @@ class IntegrityChecks:
                 JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
                 JOIN pg_class fc ON fc.oid = con.confrelid JOIN pg_namespace fn ON fn.oid = fc.relnamespace
                 WHERE con.contype = 'f' AND con.conparentid = 0 AND n.nspname NOT IN %s
-                ORDER BY 2, 1""", (catalog_module.excluded_schemas(self.exclude_schemas),))
+                ORDER BY 2, 1""", (self.run.excluded(),))
             foreign_keys = cur.fetchall()
 
-        def orphans(fk, pool=self.dst_pool):
+        def orphans(fk, pool=self.run.dst_pool):
             name, child, parent, columns, parent_columns, validated, match = fk
             child_cols = [sql.SQL("c.{}").format(sql.Identifier(col)) for col in columns]
             join = sql.SQL(" AND ").join(
@@ -51,7 +51,7 @@ class IntegrityChecks:
                 count = cur.fetchone()[0]
                 sample = []
                 if count:
-                    cur.execute(sql.SQL("{} LIMIT {}").format(query, sql.Literal(self.sample_limit)))
+                    cur.execute(sql.SQL("{} LIMIT {}").format(query, sql.Literal(self.run.sample_limit)))
                     sample = [list(r) for r in cur.fetchall()]
             label = f"{child}.{name}"
             status = "fail" if count else "pass"
@@ -66,7 +66,7 @@ class IntegrityChecks:
             if item["orphans"] and not item["validated"]:
                 # A NOT VALID constraint may hold orphans in the source already: only new ones count.
                 try:
-                    source_item = orphans(fk, self.src_pool)
+                    source_item = orphans(fk, self.run.src_pool)
                 except Exception:  # noqa: BLE001 - the constraint may not exist in the source
                     source_item = None
                 if source_item and source_item["orphans"] == item["orphans"] and \
@@ -75,7 +75,7 @@ class IntegrityChecks:
                     item["detail"] += " (NOT VALID; the source holds the same orphans)"
             return item
 
-        with ThreadPoolExecutor(self.workers) as pool:
+        with ThreadPoolExecutor(self.run.workers) as pool:
             check["items"] = list(pool.map(both, foreign_keys))
         return _finish(check, started, f"{len(foreign_keys)} foreign keys, no orphan rows",
                        lambda f: f"{sum(i['orphans'] for i in f)} orphan row(s) in "
@@ -84,10 +84,10 @@ class IntegrityChecks:
     def check_sequences(self):
         started = time.monotonic()
         check = _check("sequences", "Sequences and identity columns: source state, and ahead of every column fed")
-        target_seqs = {s["qualname"]: s for s in self.dst_catalog["sequences"]}
+        target_seqs = {s["qualname"]: s for s in self.run.dst_catalog["sequences"]}
         extremes = self._column_extremes([(feed["table"], feed["column"], tseq["increment"] > 0)
                                           for tseq in target_seqs.values() for feed in tseq["feeds"]])
-        for seq in self.src_catalog["sequences"]:
+        for seq in self.run.src_catalog["sequences"]:
             name = seq["qualname"]
             tseq = target_seqs.get(name)
             if tseq is None:
@@ -95,7 +95,7 @@ class IntegrityChecks:
                 continue
             problems, warnings = [], []
             same_state = (tseq["last_value"], tseq["is_called"]) == (seq["last_value"], seq["is_called"])
-            if self.sequences_exact and not same_state:
+            if self.run.sequences_exact and not same_state:
                 problems.append(f"state (last_value {tseq['last_value']}, is_called {tseq['is_called']}) differs "
                                 f"from the source's ({seq['last_value']}, {seq['is_called']})")
             next_value = tseq["last_value"] + tseq["increment"] if tseq["is_called"] else tseq["last_value"]
@@ -116,16 +116,16 @@ class IntegrityChecks:
                                    "detail": "; ".join(problems + warnings) or
                                    f"last_value {tseq['last_value']}, is_called {tseq['is_called']}, "
                                    f"feeds {len(tseq['feeds'])} column(s)"})
-        return _finish(check, started, f"{len(self.src_catalog['sequences'])} sequences in order",
+        return _finish(check, started, f"{len(self.run.src_catalog['sequences'])} sequences in order",
                        lambda f: f"{len(f)} sequence(s) wrong: " + ", ".join(i["table"] for i in f))
 
     def _column_extremes(self, feeds):
         """{(table, column, highest): the target's max (or min) of each column sequences feed}."""
-        def run(batch, statement):
+        def read_batch(batch, statement):
             what = f"reading {batch[0][0]}.{batch[0][1]}" + (
                 f" and {len(batch) - 1} other column(s) fed by sequences" if len(batch) > 1 else "")
-            with self.dst_pool.reading(what, sorted({f[0] for f in batch})) as conn, conn.cursor() as cur:
+            with self.run.dst_pool.reading(what, sorted({f[0] for f in batch})) as conn, conn.cursor() as cur:
                 cur.execute(statement)
                 return cur.fetchall()
-        sizes = {t["qualname"]: t["table_bytes"] for t in self.dst_catalog["tables"]}
-        return column_extremes.read(feeds, sizes, run, self.workers)
+        sizes = {t["qualname"]: t["table_bytes"] for t in self.run.dst_catalog["tables"]}
+        return column_extremes.read(feeds, sizes, read_batch, self.run.workers)

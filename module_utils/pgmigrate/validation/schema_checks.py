@@ -40,14 +40,15 @@ SCHEMA_QUERIES = {
 
 
 class SchemaChecks:
-    """Checks of validate.Validator: the run's context (pools, catalogs, options) is the validator's."""
+    def __init__(self, run):
+        self.run = run  # context.ValidationRun
 
     def check_schema(self):
         started = time.monotonic()
         check = _check("schema", "Schema: tables, columns, constraints, indexes, triggers, views, extensions")
         with ThreadPoolExecutor(2) as pool:
-            s = pool.submit(schema_objects, self.src_pool, self.exclude_schemas)
-            d = pool.submit(schema_objects, self.dst_pool, self.exclude_schemas)
+            s = pool.submit(schema_objects, self.run.src_pool, self.run.exclude_schemas)
+            d = pool.submit(schema_objects, self.run.dst_pool, self.run.exclude_schemas)
             src, dst = s.result(), d.result()
         by_table = {}
         added = self._added_extensions(src, dst, check)
@@ -82,7 +83,7 @@ class SchemaChecks:
         """The extensions the run added on purpose that the target has and the source has not: each a
         passing item saying so, never a difference."""
         added = {key[1] for key in set(dst["extensions"]) - set(src["extensions"])
-                 if key[1] in self.added_extensions}
+                 if key[1] in self.run.added_extensions}
         for name in sorted(added):
             version = dst["extensions"][("(database)", name)][0]
             check["items"].append({"table": "(database)", "status": "pass",

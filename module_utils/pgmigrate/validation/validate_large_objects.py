@@ -188,18 +188,16 @@ def check_database_settings(src_pool, dst_pool, carried=True, skipped=()):
     return _finish(check, started, f"{len(src)} setting(s) identical", "setting(s)")
 
 
-def checks_for(validator):
-    """The checks of this module that the validator's enabled checks call for: large objects with the
-    content (or "large_objects"), the database's settings with the schema (or "database_settings"); a
-    check is left out when neither side has anything of its kind."""
+def checks_for(run):
+    """The checks of this module that the run's enabled checks (run: context.ValidationRun) call for: large
+    objects with the content (or "large_objects"), the database's settings with the schema (or
+    "database_settings"); a check is left out when neither side has anything of its kind. Whether the copy
+    carried the large objects' owners and grants is not an option of the validation: it is inferred from the
+    target (check_large_objects' no_owner / no_privileges left None)."""
     checks = []
-    enabled = validator.enabled
-    if enabled & {"content", "large_objects"} and not validator.include_schemas:
-        checks.append(check_large_objects(validator.src_pool, validator.dst_pool, validator.target.get("user"),
-                                          getattr(validator, "no_owner", None),
-                                          getattr(validator, "no_privileges", None)))
-    if enabled & {"schema", "database_settings"}:
-        checks.append(check_database_settings(validator.src_pool, validator.dst_pool,
-                                              getattr(validator, "database_settings_carried", True),
-                                              getattr(validator, "database_settings_skipped", ())))
+    if run.enabled & {"content", "large_objects"} and not run.include_schemas:
+        checks.append(check_large_objects(run.src_pool, run.dst_pool, run.target.get("user")))
+    if run.enabled & {"schema", "database_settings"}:
+        checks.append(check_database_settings(run.src_pool, run.dst_pool, run.database_settings_carried,
+                                              run.database_settings_skipped))
     return [check for check in checks if check is not None]
