@@ -6,7 +6,9 @@ module: pg_backup
 short_description: Verified pg_dump backups (schema-only, data-only, complete), retention and restore
 description:
   - C(inspect) reads what the pre-checks need, changing nothing: the database's size (pg_database_size), the
-    disk space the backups are estimated to take, the free space at I(path), and that pg_dump can dump the server.
+    disk space the backups are estimated to take, the free space at I(path), and that pg_dump can dump the server;
+    of I(connection), or of each of I(connections) in one call. With I(rollback_point_key), also the rollback
+    point of that database (as pg_rollback_point C(status) reads it).
   - C(create) dumps one database into I(path)/<kind>/ for each of I(kinds), all from one exported snapshot:
     C(schema-only) and C(data-only) as plain SQL with the plan's C(--no-owner --no-privileges), C(complete) in
     directory format with I(jobs) parallel jobs. Each backup gets a C(backup.json) (origin, times, the exact row
@@ -36,6 +38,14 @@ description:
 options:
   action: {description: What to do., type: str, required: true, choices: [inspect, create, derive, verify, prune, restore, check_counts]}
   connection: {description: "The database (host, port, dbname, user, password, sslmode, ...); for inspect, create, restore, check_counts.", type: dict}
+  connections:
+    description: "inspect: the databases to inspect in one call, by label (source, target), each as I(connection)."
+    type: dict
+  rollback_point_key: {description: "inspect: also read the rollback point of this database key under I(path).", type: str}
+  private_root:
+    description: "create: the backup directory holding every run, made private (mode 0700) first, created if need be:
+      backups hold whole databases."
+    type: path
   label: {description: Which database it is (source or target), for messages and backup.json., type: str, default: database}
   path: {description: "inspect: the backup directory; create: the database's directory of the run; derive: the complete backup; verify, restore, check_counts: one backup; prune: the backup directory.", type: path}
   paths: {description: "verify: several backups (with or instead of I(path)).", type: list, elements: path}
@@ -96,7 +106,9 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-inspection: {description: "inspect: label, database, server_version, database_bytes, estimated_bytes, free_bytes, free_bytes_at, pg_dump.", returned: inspect, type: dict}
+inspection: {description: "inspect: label, database, server_version, database_bytes, estimated_bytes, free_bytes, free_bytes_at, pg_dump.", returned: inspect with connection, type: dict}
+inspections: {description: "inspect with connections: the same for each, in their order.", returned: inspect with connections, type: list}
+rollback_point: {description: "inspect with rollback_point_key: open and finished (as pg_rollback_point status).", returned: inspect with rollback_point_key, type: dict}
 backups: {description: "create, derive: each backup's kind, path, files, bytes, seconds (derive: existing, when it was there already).", returned: "create, derive", type: list}
 from: {description: "derive: the complete backup the others were written from (its real path).", returned: derive, type: str}
 latest_updated: {description: "derive with latest: whether latest/<kind> now points at the derived backups (only when latest/complete is the backup they came from).", returned: derive, type: bool}
@@ -126,7 +138,7 @@ try:
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()
 
-NEEDS_CONNECTION = ("inspect", "create", "restore", "check_counts")
+NEEDS_CONNECTION = ("create", "restore", "check_counts")
 
 
 def run(module):
@@ -134,8 +146,7 @@ def run(module):
     action, path = params["action"], params["path"]
     connection = clean_connection(params["connection"])
     if action == "inspect":
-        return {"changed": False, "inspection": backup.inspect(connection, params["label"], path, params["kinds"],
-                                                               params["pg_bin_dir"])}
+        return inspect(module, connection)
     if action == "create":
         return create(module, connection)
     if action == "derive":
@@ -155,12 +166,32 @@ def run(module):
     return {"changed": False, "differences": differences, "tables": tables, "rows": rows}
 
 
+def inspect(module, connection):
+    """The pre-checks' reads in one call: each database (connection, or every one of connections by label) and,
+    with rollback_point_key, that database's rollback point."""
+    params = module.params
+    result = {"changed": False}
+    if params["connections"]:
+        result["inspections"] = [
+            backup.inspect(clean_connection(params["connections"][label]), label, params["path"], params["kinds"],
+                           params["pg_bin_dir"])
+            for label in ("source", "target") if params["connections"].get(label)]
+    if params["connection"]:
+        result["inspection"] = backup.inspect(connection, params["label"], params["path"], params["kinds"],
+                                              params["pg_bin_dir"])
+    if params["rollback_point_key"]:
+        result["rollback_point"] = rollback_point.read(params["path"], params["rollback_point_key"])
+    return result
+
+
 def create(module, connection):
     """Back up, then (with latest) verify each backup as it lies on disk and only then point latest/ at it:
     one module call, where three tasks and a loop cost a second or more of the whole run each."""
     params = module.params
     progress = BackupProgress(None if module.check_mode else params["progress_file"], params["label"],
                               params["latest"])
+    if params["private_root"] and not module.check_mode:
+        make_private_directory(params["private_root"])
     try:
         created = backup.create_backup(connection, params["label"], params["path"], params["kinds"], params["jobs"],
                                        params["run_id"], params["pg_bin_dir"], module.check_mode, progress,
@@ -194,6 +225,16 @@ def derive(module):
     return result
 
 
+def make_private_directory(path):
+    """path (and its missing parents) created, and path itself set to mode 0700 even when it existed."""
+    previous_umask = os.umask(0o077)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    finally:
+        os.umask(previous_umask)
+    os.chmod(path, 0o700)
+
+
 def verify(module, paths, partial=None):
     """{"verifications": [...]} of the backups at paths; fails naming each one that does not verify."""
     verifications = [backup.verify_backup(one, module.params["pg_bin_dir"]) for one in paths]
@@ -222,6 +263,11 @@ def main():
             "action": {"type": "str", "required": True,
                        "choices": ["inspect", "create", "derive", "verify", "prune", "restore", "check_counts"]},
             "connection": connection_argument(required=False),
+            # In the pre-checks' order (source, then target): one call for both databases.
+            "connections": {"type": "dict", "options": {"source": connection_argument(required=False),
+                                                         "target": connection_argument(required=False)}},
+            "rollback_point_key": {"type": "str", "no_log": False},
+            "private_root": {"type": "path"},
             "label": {"type": "str", "default": "database"},
             "path": {"type": "path"},
             "paths": {"type": "list", "elements": "path"},
@@ -243,6 +289,7 @@ def main():
         },
         required_if=[("action", action, ["connection", "path"]) for action in NEEDS_CONNECTION]
         + [("action", "prune", ["path", "keys"]), ("action", "verify", ["path", "paths"], True),
+           ("action", "inspect", ["path"]), ("action", "inspect", ["connection", "connections"], True),
            ("action", "derive", ["path"])],
         supports_check_mode=True,
     )
