@@ -112,8 +112,11 @@ def test_a_plain_backup_already_there_is_kept_when_it_verifies_and_refused_when_
         backup.derive_backups(str(complete), pg_bin_dir=str(PG_BIN))
 
 
-def test_only_plain_kinds_are_derived_and_only_from_a_complete_backup(complete_backup):
+def test_only_plain_kinds_are_derived_and_only_from_a_complete_backup(complete_backup, tmp_path):
     _src, complete = complete_backup
+    missing = tmp_path / "latest" / "source-db" / "complete"
+    with pytest.raises(backup.BackupError, match=rf"there is no complete backup at {missing}: make one first"):
+        backup.derive_backups(str(missing), pg_bin_dir=str(PG_BIN))
     with pytest.raises(backup.BackupError, match="cannot derive complete"):
         backup.derive_backups(str(complete), ["complete"], pg_bin_dir=str(PG_BIN))
     backup.derive_backups(str(complete), ["schema-only"], pg_bin_dir=str(PG_BIN))

@@ -128,7 +128,10 @@ def derive_backups(complete_unit, kinds=DERIVABLE, pg_bin_dir=None, check_mode=F
     if unknown:
         raise BackupError(f"cannot derive {', '.join(unknown)}: only {' and '.join(DERIVABLE)} come from a "
                           "complete backup")
-    complete_unit = os.path.realpath(complete_unit)
+    given, complete_unit = complete_unit, os.path.realpath(complete_unit)
+    if not os.path.isdir(complete_unit):
+        raise BackupError(f"there is no complete backup at {given}: make one first (playbooks/backup.yml), or name "
+                          "one in backup_derive_paths")
     complete = read_record(complete_unit)
     if complete.get("kind") != "complete":
         raise BackupError(f"{complete_unit} is a {complete.get('kind')} backup: derive from a complete one")
