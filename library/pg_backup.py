@@ -41,7 +41,11 @@ options:
   connections:
     description: "inspect: the databases to inspect in one call, by label (source, target), each as I(connection)."
     type: dict
-  rollback_point_key: {description: "inspect: also read the rollback point of this database key under I(path).", type: str}
+  rollback_point_key:
+    description: "inspect: also read the rollback point of this database key under I(path). create: once the backups
+      verify, open the migration's rollback point of this key on the complete one (under I(private_root)), as
+      pg_rollback_point C(open) does; refused while another point is open."
+    type: str
   private_root:
     description: "create: the backup directory holding every run, made private (mode 0700) first, created if need be:
       backups hold whole databases."
@@ -108,7 +112,7 @@ EXAMPLES = r"""
 RETURN = r"""
 inspection: {description: "inspect: label, database, server_version, database_bytes, estimated_bytes, free_bytes, free_bytes_at, pg_dump.", returned: inspect with connection, type: dict}
 inspections: {description: "inspect with connections: the same for each, in their order.", returned: inspect with connections, type: list}
-rollback_point: {description: "inspect with rollback_point_key: open and finished (as pg_rollback_point status).", returned: inspect with rollback_point_key, type: dict}
+rollback_point: {description: "inspect and create with rollback_point_key: open and finished (as pg_rollback_point status).", returned: inspect and create with rollback_point_key, type: dict}
 backups: {description: "create, derive: each backup's kind, path, files, bytes, seconds (derive: existing, when it was there already).", returned: "create, derive", type: list}
 from: {description: "derive: the complete backup the others were written from (its real path).", returned: derive, type: str}
 latest_updated: {description: "derive with latest: whether latest/<kind> now points at the derived backups (only when latest/complete is the backup they came from).", returned: derive, type: bool}
@@ -201,11 +205,24 @@ def create(module, connection):
             progress.step(f"verifying {len(created['backups'])} backup(s)")
             result.update(verify(module, [one["path"] for one in created["backups"]], result))
             backup.point_latest(params["latest"], created["backups"])
+        if params["rollback_point_key"] and not module.check_mode:
+            result["rollback_point"] = open_rollback_point(params, created["backups"])
     except BaseException:
         progress.finish("failed")
         raise
     progress.finish("done")
     return result
+
+
+def open_rollback_point(params, backups):
+    """The migration's rollback point opened on the complete backup just made (and verified, with latest): in the
+    backup's own call, where a task of its own cost the run half a second."""
+    complete = [one["path"] for one in backups if one["kind"] == "complete"]
+    if not complete or not params["private_root"]:
+        raise backup.BackupError("a rollback point needs the complete backup (kinds) and the backup directory "
+                                 "(private_root)")
+    return rollback_point.open_point(params["private_root"], params["rollback_point_key"], complete[0],
+                                     params["run_id"])
 
 
 def derive(module):
