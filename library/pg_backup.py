@@ -195,7 +195,7 @@ def create(module, connection):
     progress = BackupProgress(None if module.check_mode else params["progress_file"], params["label"],
                               params["latest"])
     if params["private_root"] and not module.check_mode:
-        make_private_directory(params["private_root"])
+        backup.make_private_directory(params["private_root"])
     try:
         created = backup.create_backup(connection, params["label"], params["path"], params["kinds"], params["jobs"],
                                        params["run_id"], params["pg_bin_dir"], module.check_mode, progress,
@@ -240,16 +240,6 @@ def derive(module):
         if result["latest_updated"]:
             backup.point_latest(params["latest"], derived["backups"])
     return result
-
-
-def make_private_directory(path):
-    """path (and its missing parents) created, and path itself set to mode 0700 even when it existed."""
-    previous_umask = os.umask(0o077)
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    finally:
-        os.umask(previous_umask)
-    os.chmod(path, 0o700)
 
 
 def verify(module, paths, partial=None):

@@ -89,6 +89,17 @@ def estimate_bytes(database_bytes, kinds):
     return total
 
 
+def make_private_directory(path):
+    """path (and its missing parents) created, and path itself set to mode 0700 even when it existed: backups
+    hold whole databases."""
+    previous_umask = os.umask(0o077)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    finally:
+        os.umask(previous_umask)
+    os.chmod(path, 0o700)
+
+
 def free_bytes(path):
     """(free bytes, directory measured) at path, or at its nearest existing parent when it does not exist."""
     probe = os.path.abspath(path)

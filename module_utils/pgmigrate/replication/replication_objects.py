@@ -29,11 +29,10 @@ class ReplicationObjects:
 
     def slots(self, src, subscription_oid=None):
         """Our slot and, while the initial sync runs, the table sync slots of our subscription."""
-        patterns = [self.context.name]
         with src.cursor() as cur:
             cur.execute("SELECT slot_name, active, active_pid FROM pg_replication_slots "
                         "WHERE slot_name = %s OR (%s::oid IS NOT NULL AND slot_name LIKE %s)",
-                        (patterns[0], subscription_oid, f"pg\\_{subscription_oid}\\_sync\\_%"))
+                        (self.context.name, subscription_oid, f"pg\\_{subscription_oid}\\_sync\\_%"))
             return [{"name": n, "active": a, "pid": p} for n, a, p in cur.fetchall()]
 
     def subscription(self, dst):
