@@ -14,10 +14,13 @@ from .checks import ValidationError
 # Every setting an output function or a catalog function's rendering depends on, fixed in each of the
 # validator's sessions so that source and target render alike whatever their servers, databases or
 # roles set: definitions name every object with its schema (search_path), values look as COPY sends them.
+# jit off: a digest spends its time in output and hash functions, which JIT does not speed up, while each
+# parallel worker compiles the plan again (about a quarter of a second of CPU each).
 SESSION_SETTINGS = (
     ("search_path", "pg_catalog"), ("DateStyle", "ISO, YMD"), ("IntervalStyle", "postgres"),
     ("extra_float_digits", "3"), ("TimeZone", "UTC"), ("lc_monetary", "C"), ("bytea_output", "hex"),
     ("default_transaction_read_only", "on"), ("row_security", "off"), ("statement_timeout", "0"),
+    ("jit", "off"),
 )
 
 
