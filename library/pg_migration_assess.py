@@ -27,6 +27,11 @@ options:
       extension the source uses). Not in check mode, which only reports.
     type: bool
     default: true
+  pg_bin_dir:
+    description: >-
+      migration_pg_bin_dir: the directory of pg_dump, pg_restore and psql (default the newest installed). A
+      client older than the newer server's major version is refused here, before anything changes.
+    type: path
 author: pgmigrate maintainers
 """
 
@@ -81,6 +86,7 @@ def main():
             "include_schemas": {"type": "list", "elements": "str", "default": []},
             "exclude_schemas": {"type": "list", "elements": "str", "default": []},
             "overwrite": {"type": "bool", "default": True},
+            "pg_bin_dir": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -95,7 +101,7 @@ def main():
             split_tables_larger_than=parse_size(p["split_tables_larger_than"]), schema_mode=p["schema_mode"],
             artifacts_dir=p["artifacts_dir"], exclude_schemas=p["exclude_schemas"],
             include_schemas=p["include_schemas"],
-            check_target=not module.check_mode, overwrite=p["overwrite"])
+            check_target=not module.check_mode, overwrite=p["overwrite"], pg_bin_dir=p["pg_bin_dir"])
     except (ConfigError, PreflightError, ValueError) as error:
         module.fail_json(msg=str(error))
     # The whole plan and catalog are in report_file; a result of thousands of tables costs Ansible a second.

@@ -50,6 +50,11 @@ options:
     type: list
     elements: str
     default: []
+  pg_bin_dir:
+    description:
+      - Directory of pg_dump, pg_restore and psql (default the newest installed). They must be of the newer
+        server's major version or newer; an older client is refused before anything changes.
+    type: path
 author: pgmigrate maintainers
 """
 

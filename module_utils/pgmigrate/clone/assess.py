@@ -23,11 +23,12 @@ def _read_pg_stats(source, exclude_schemas):
 def assess(source, target=None, documented_order=None, workers=4, split_tables_larger_than=1 << 30,
            schema_mode="copy", artifacts_dir=None, exclude_schemas=(), include_schemas=(),
            throughput_bytes_per_second=planner.DEFAULT_THROUGHPUT_BYTES_PER_SECOND, check_target=False,
-           overwrite=True):
+           overwrite=True, pg_bin_dir=None):
     """check_target: fail here, before any later phase changes the target (the extensions phase creates
     extensions), when the target lacks an extension the source uses, or when schema mode copy would meet
     tables already in the target that no unfinished or completed run of this tool put there and
-    overwrite (migration_target_overwrite) is false."""
+    overwrite (migration_target_overwrite) is false. pg_bin_dir: migration_pg_bin_dir (client_tools)."""
+    preflight.use_client_tools(pg_bin_dir)
     conn = preflight.connect_or_explain(source, "migration_source", "pgmigrate assess")
     try:
         with conn.cursor() as cur:
@@ -39,6 +40,7 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
             catalog = catalog_module.read_catalog(conn, exclude_schemas, include_schemas, sequence_states=False)
             stats = stats.result()
         source_identity = preflight.server_identity(conn)
+        collations = preflight.icu_collations(conn)
     finally:
         conn.close()
     target_report = None
@@ -48,6 +50,7 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
             target_identity = preflight.server_identity(tconn)
             preflight.check_not_same(source_identity, target_identity, source, target)
             preflight.check_versions(source_identity, target_identity)
+            preflight.check_client_tools(source_identity, target_identity)
             preflight.check_target_rights(tconn, target, catalog["schemas"], schema_mode)
             target_report = {
                 "server_version_num": target_identity["server_version_num"],
@@ -56,6 +59,7 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
             }
             if check_target:
                 preflight.check_extensions(tconn, catalog, target)
+                preflight.check_collations(tconn, collations, target)
             if check_target and not overwrite and schema_mode == "copy" and target_report["existing_tables"]:
                 check_target_empty_or_ours(tconn, target, target_report["existing_tables"], source_identity,
                                            target_identity, artifacts_dir)

@@ -72,6 +72,7 @@ class Engine:
                 pass
         target_conn = None
         try:
+            preflight.use_client_tools(opts["pg_bin_dir"])
             source_identity = self._source_identity()
             target_conn = run.connect("target")
             target_identity = preflight.server_identity(target_conn)
@@ -132,10 +133,12 @@ class Engine:
             source_conn.close()
 
     def _check_servers(self, source_identity, target_identity):
-        """Not the same database, versions that work, a production target confirmed."""
+        """Not the same database, versions that work (servers and client programs), a production target
+        confirmed."""
         run = self.run_state
         preflight.check_not_same(source_identity, target_identity, run.source, run.target)
         preflight.check_versions(source_identity, target_identity)
+        preflight.check_client_tools(source_identity, target_identity)
         preflight.check_production_confirmation(run.target, self.options["target_is_production"],
                                                 self.options["confirm_target"])
 
@@ -154,6 +157,7 @@ class Engine:
         with source_sessions.session_in_snapshot(run.source, run.snapshot_id, "pgmigrate catalog") as conn:
             run.catalog = catalog_module.read_catalog(conn, opts["exclude_schemas"], opts["include_schemas"])
         preflight.check_extensions(target_conn, run.catalog, run.target)
+        preflight.check_collations(target_conn, preflight.icu_collations(run.snapshot_conn), run.target)
         preflight.check_target_rights(target_conn, run.target, run.catalog["schemas"], opts["schema_mode"])
         self.target_checks.read_large_objects()
         self.target_checks.plan_database_settings(target_conn)

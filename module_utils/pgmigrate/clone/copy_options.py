@@ -32,6 +32,7 @@ OPTIONS = {
     "run_lock_wait_seconds": {"type": "int", "default": 120},
     "database_settings": {"type": "bool", "default": True},
     "database_settings_skipped": {"type": "list", "elements": "str", "default": []},
+    "pg_bin_dir": {"type": "path", "default": None},
 }
 # Options given as sizes ("1GB", "512 MB", bytes): the engine takes bytes.
 SIZE_OPTIONS = ("split_tables_larger_than",)

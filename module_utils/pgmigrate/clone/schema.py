@@ -7,13 +7,11 @@ post-data part is split into its entries: indexes and primary/unique keys are bu
 soon as the table's data is in, everything else follows in the dump's order, foreign keys last.
 """
 
-import os
 import re
-import shutil
 import subprocess
 
+from ..common.client_tools import ToolError, find_tool  # noqa: F401 - the engine's names for them
 from ..common.connection import libpq_environment
-from ..common.errors import PgmigrateError
 
 HEADER = re.compile(
     r"^--\n-- Name: (?P<name>.*?); Type: (?P<type>[A-Z ]+); Schema: (?P<schema>.*?)(?:; Owner: (?P<owner>.*?))?"
@@ -26,28 +24,6 @@ FOREIGN_KEY_TYPE = "FK CONSTRAINT"
 ROW_SECURITY_TYPE = "ROW SECURITY"
 EVENT_TRIGGER_TYPE = "EVENT TRIGGER"
 ALTER_TABLE = re.compile(r"^ALTER TABLE (?:ONLY )?(?P<table>.+?)\n", re.MULTILINE)
-
-
-class ToolError(PgmigrateError):
-    pass
-
-
-def find_tool(name, server_version_num=None):
-    """Locate pg_dump/pg_restore/psql; prefer the newest installed major version."""
-    candidates = []
-    root = "/usr/lib/postgresql"
-    if os.path.isdir(root):
-        for version in sorted(os.listdir(root), key=lambda v: float(v) if v.replace(".", "").isdigit() else 0,
-                              reverse=True):
-            path = os.path.join(root, version, "bin", name)
-            if os.access(path, os.X_OK):
-                candidates.append(path)
-    found = shutil.which(name)
-    if found:
-        candidates.append(found)
-    if not candidates:
-        raise ToolError(f"{name} is not installed: install the PostgreSQL client (postgresql-client-15 or newer)")
-    return candidates[0]
 
 
 def run_tool(args, params, what, stdin=None, timeout=None):

@@ -3,6 +3,7 @@
 import psycopg2
 import psycopg2.errors
 
+from . import client_tools
 from .catalog import STATE_SCHEMA, excluded_schemas
 from .connection import ConfigError, connect_or_raise, describe
 from .errors import PgmigrateError
@@ -68,6 +69,22 @@ def check_versions(source_identity, target_identity):
         )
 
 
+def use_client_tools(bin_dir):
+    """Take the client programs from bin_dir (migration_pg_bin_dir; empty: the newest installed)."""
+    try:
+        client_tools.use_bin_dir(bin_dir)
+    except client_tools.ToolError as error:
+        raise PreflightError(str(error)) from None
+
+
+def check_client_tools(source_identity, target_identity):
+    """pg_dump, pg_restore and psql of the newer server's major version or newer (client_tools.check_fits)."""
+    try:
+        client_tools.check_fits(source_identity["server_version_num"], target_identity["server_version_num"])
+    except client_tools.ToolError as error:
+        raise PreflightError(str(error)) from None
+
+
 def check_production_confirmation(target, is_production, confirmation):
     if is_production and confirmation != target["dbname"]:
         raise PreflightError(
@@ -96,11 +113,59 @@ def missing_extensions(target_conn, extensions):
 def check_extensions(target_conn, catalog, target):
     missing = missing_extensions(target_conn, catalog["extensions"])
     if missing:
+        with target_conn.cursor() as cur:
+            cur.execute("SELECT current_setting('server_version_num')::int / 10000")
+            major = cur.fetchone()[0]
+        target_conn.rollback()
         raise PreflightError(
-            f"The target server {describe(target)} lacks extension(s) the source uses: {', '.join(missing)}. "
-            "Install their packages on the target server (e.g. postgresql-15-<name> or postgresql-contrib) "
-            "before migrating."
+            f"The target server {describe(target)} (PostgreSQL {major}) lacks extension(s) the source uses: "
+            f"{', '.join(missing)}. Nothing was changed. Install them on the target server before migrating: "
+            f"PostgreSQL's own (contrib: uuid-ossp, pgcrypto, hstore, ...) come with its contrib package "
+            f"(Debian: postgresql-{major}; RHEL: postgresql{major}-contrib), others with their own (Debian: "
+            f"postgresql-{major}-<name>). An application using uuid-ossp or pgcrypto only for random UUIDs can "
+            "do without them: gen_random_uuid() is built in since PostgreSQL 13."
         )
+
+
+def icu_collations(source_conn):
+    """The ICU collations the source's schemas define or its columns use (qualified names)."""
+    with source_conn.cursor() as cur:
+        cur.execute("""
+            SELECT DISTINCT format('%%I.%%I', n.nspname, c.collname)
+            FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace
+            WHERE c.collprovider = 'i'
+              AND (n.nspname NOT IN %s OR EXISTS (
+                   SELECT FROM pg_attribute a JOIN pg_class r ON r.oid = a.attrelid
+                   JOIN pg_namespace rn ON rn.oid = r.relnamespace
+                   WHERE a.attcollation = c.oid AND a.attnum > 0 AND rn.nspname NOT IN %s))
+            ORDER BY 1""", (excluded_schemas(), excluded_schemas()))
+        return [row[0] for row in cur.fetchall()]
+
+
+def check_collations(target_conn, collations, target):
+    """ICU collations need a server built with ICU: refuse a target without, before anything changes."""
+    if not collations:
+        return
+    with target_conn.cursor() as cur:
+        cur.execute("SELECT current_setting('server_version_num')::int / 10000")
+        major = cur.fetchone()[0]
+        # A server built without ICU still lists ICU collations of its own: ask it to make one (rolled back).
+        cur.execute("SAVEPOINT icu_probe")
+        try:
+            cur.execute("CREATE COLLATION pg_temp.pgmigrate_icu_probe (provider = icu, locale = 'und')")
+            has_icu = True
+        except psycopg2.errors.FeatureNotSupported:
+            has_icu = False
+        except psycopg2.Error:  # no TEMP privilege, say: unknown, and the schema restore will tell
+            has_icu = True
+        cur.execute("ROLLBACK TO SAVEPOINT icu_probe")
+    target_conn.rollback()
+    if not has_icu:
+        raise PreflightError(
+            f"The target server {describe(target)} (PostgreSQL {major}) is built without ICU, and the source uses "
+            f"ICU collation(s): {', '.join(collations)}. Nothing was changed. Migrate to a PostgreSQL built with "
+            "ICU (the packages of Debian, RHEL and the cloud providers are), or change those columns to a libc "
+            "collation on the source first.")
 
 
 def populated_tables(target_conn, tables):
