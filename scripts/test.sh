@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: install what is missing, start the embedded servers, then the quality
-# gates (ansible-lint production profile, ruff) and pytest against the real servers.
+# The whole test suite: install what is missing, start the embedded servers (the PostgreSQL 15 source
+# and target, and the PostgreSQL 18 target of the major-version tests), then the quality gates
+# (ansible-lint production profile, ruff) and pytest against the real servers.
 #   scripts/test.sh [extra pytest arguments]
 set -euo pipefail
 
@@ -10,6 +11,7 @@ say() { printf '[test] %s\n' "$*"; }
 
 scripts/install.sh
 scripts/embedded_pg.sh start
+scripts/embedded_pg.sh start target18
 export PATH="$PROJECT_DIR/.venv/bin:$PATH"
 say "ruff check"
 ruff check .
