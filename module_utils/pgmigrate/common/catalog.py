@@ -66,7 +66,7 @@ ORDER BY con.conrelid, con.contype, con.conname
 """
 
 # Primary and unique keys whose index can be built first and attached afterwards (ALTER TABLE ... ADD
-# CONSTRAINT ... USING INDEX): ordinary tables that are no partitions, indexes in the default
+# CONSTRAINT ... USING INDEX): ordinary tables that are no partitions nor inheritance children, indexes in the default
 # tablespace. Run with search_path = pg_catalog so that the definitions name every table with its schema.
 KEY_INDEXES_QUERY = """
 SELECT format('%%I.%%I', n.nspname, c.relname) AS table_qualname, con.conname, quote_ident(con.conname),
@@ -77,6 +77,9 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_class ic ON ic.oid = con.conindid
 WHERE con.contype IN ('p', 'u') AND con.conrelid = ANY(%(oids)s)
   AND c.relkind = 'r' AND NOT c.relispartition AND ic.reltablespace = 0
+  -- An inheritance child's key is added as the dump writes it: from PostgreSQL 18 on, a key attached
+  -- USING INDEX makes the NOT NULL the child inherits a constraint of its own (pg_dump then writes it).
+  AND NOT EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = c.oid)
 ORDER BY 1, 2
 """
 
