@@ -19,6 +19,12 @@ copier: what it compares is what PostgreSQL's own tools print.
   ``ALTER ROLE ... IN DATABASE ... SET``);
 * extensions: name, version and schema (a dump never writes an extension's version).
 
+Across major versions (a target on a newer server), a schema dump differs by what the newer pg_dump and
+server write, not by the migration: ``compare(..., schema_reference=ref, pg_bin=dir)`` then compares the
+target's schema with that of ``ref``, the copy the newer version's own ``pg_dump | pg_restore`` made of the
+same source on the target's server, both dumped by ``dir``'s pg_dump; everything else is still compared
+with the source.
+
 Sessions pin every setting that changes how values print (TimeZone, DateStyle, IntervalStyle,
 extra_float_digits, bytea_output, lc_monetary, search_path) and turn row_security off, so a policy can
 never hide rows silently (it raises instead). The caller's role must read everything: a superuser.
@@ -165,16 +171,18 @@ def _read(params, owners, privileges):
         conn.close()
 
 
-def pg_dump_path():
+def pg_dump_path(pg_bin=None):
+    if pg_bin:
+        return os.path.join(pg_bin, "pg_dump")
     for candidate in ("/usr/lib/postgresql/15/bin/pg_dump", shutil.which("pg_dump")):
         if candidate and os.path.exists(candidate):
             return candidate
     raise RuntimeError("pg_dump not found (install postgresql-client-15)")
 
 
-def schema_dump(params, owners=False, privileges=False):
+def schema_dump(params, owners=False, privileges=False, pg_bin=None):
     """pg_dump --schema-only text of a database, its volatile header lines removed."""
-    args = [pg_dump_path(), "--schema-only", "--host", params["host"], "--port", str(params["port"]),
+    args = [pg_dump_path(pg_bin), "--schema-only", "--host", params["host"], "--port", str(params["port"]),
             "--username", params["user"], "--dbname", params["dbname"]]
     if not owners:
         args.append("--no-owner")
@@ -232,11 +240,13 @@ def _diff_dumps(source, target, context_lines=60):
     return [f"schema (pg_dump --schema-only) differs:\n{shown}{more}"]
 
 
-def compare(src_params, dst_params, owners=False, privileges=False):
-    """Human-readable differences between two databases; [] when the target equals the source."""
+def compare(src_params, dst_params, owners=False, privileges=False, schema_reference=None, pg_bin=None):
+    """Human-readable differences between two databases; [] when the target equals the source.
+    schema_reference, pg_bin: across major versions (see the module's documentation)."""
+    schema_of = (schema_reference or src_params, dst_params)
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         reads = pool.map(_read, (src_params, dst_params), (owners,) * 2, (privileges,) * 2)
-        dumps = pool.map(schema_dump, (src_params, dst_params), (owners,) * 2, (privileges,) * 2)
+        dumps = pool.map(schema_dump, schema_of, (owners,) * 2, (privileges,) * 2, (pg_bin,) * 2)
         source, target = reads
         source_dump, target_dump = dumps
     differences = _diff_rows(source.pop("rows"), target.pop("rows"))

@@ -149,12 +149,13 @@ def test_corpus_saas_into_a_target_owned_by_a_login_that_is_no_superuser(db_pair
     assert differences == [], "\n".join(differences)
 
 
-def reference_copy(src, dst):
-    """pg_dump -Fc | pg_restore: the copy PostgreSQL's own tools make (database settings excepted).
+def reference_copy(src, dst, tools=None):
+    """pg_dump -Fc | pg_restore: the copy PostgreSQL's own tools (of directory tools, default version 15's)
+    make (database settings excepted).
 
     pg_restore creates event triggers before it refreshes materialized views, so a trigger that records DDL
     would record the refresh in the copy: the event triggers are restored in a second pass, last."""
-    tools = pathlib.Path(PSQL).parent
+    tools = pathlib.Path(tools or pathlib.Path(PSQL).parent)
     src_env, dst_env = {**os.environ, "PGPASSWORD": src["password"]}, {**os.environ, "PGPASSWORD": dst["password"]}
     with tempfile.TemporaryDirectory() as work:
         dump, listing = pathlib.Path(work) / "dump", pathlib.Path(work) / "list"
