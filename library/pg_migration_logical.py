@@ -43,6 +43,11 @@ options:
   freeze_lock_timeout: {description: How long the freeze waits for its table locks (a PostgreSQL duration)., type: str, default: 2s}
   freeze_attempts: {description: Attempts at the freeze before giving up., type: int, default: 3}
   freeze_catchup_seconds: {description: How long the frozen source waits for the target to catch up., type: float, default: 10}
+  pg_bin_dir:
+    description: >-
+      migration_pg_bin_dir: the directory of pg_dump and pg_restore, which copy the schema (default the newest
+      installed); older than either server's major version, it is refused in the preflight.
+    type: path
 author: pgmigrate maintainers
 """
 
@@ -72,6 +77,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 try:
+    from ansible.module_utils.pgmigrate.common import client_tools
     from ansible.module_utils.pgmigrate.common.connection import ConfigError
     from ansible.module_utils.pgmigrate.common.module_args import clean_connection, connection_argument, parse_size
     from ansible.module_utils.pgmigrate.replication import logical
@@ -108,6 +114,7 @@ def main():
             "freeze_lock_timeout": {"type": "str", "default": "2s"},
             "freeze_attempts": {"type": "int", "default": 3},
             "freeze_catchup_seconds": {"type": "float", "default": 10},
+            "pg_bin_dir": {"type": "path"},
         },
         supports_check_mode=True,
     )
@@ -121,6 +128,7 @@ def main():
     source_from_target = {"host": p["source_host_from_target"], "port": p["source_port_from_target"],
                           "sslrootcert": p["source_sslrootcert_from_target"]}
     try:
+        client_tools.use_bin_dir(p["pg_bin_dir"])
         options = {key: p[key] for key in (
             "run_name", "artifacts_dir", "include_schemas", "exclude_schemas", "replica_identity_full",
             "target_overwrite", "no_owner", "no_privileges", "switch_file", "freeze_lock_timeout",
@@ -132,7 +140,7 @@ def main():
                                     lag_wait_seconds=p["lag_wait_seconds"])
     except logical.FreezeAbandoned as error:
         module.fail_json(msg=f"Cutover abandoned before the switch: {error}", abandoned=True, changed=False)
-    except (ConfigError, ValueError, logical.LogicalError) as error:
+    except (ConfigError, ValueError, logical.LogicalError, client_tools.ToolError) as error:
         module.fail_json(msg=f"Zero-downtime {action} failed: {error}", abandoned=False,
                          changed=action in CHANGING_ACTIONS)
     if action == "preflight" and result["problems"]:

@@ -4,6 +4,7 @@
 import psycopg2
 from psycopg2 import sql
 
+from ..common import client_tools
 from ..common.connection import describe
 from ..common.session import quiet_statement_logging
 from .errors import LogicalError
@@ -34,6 +35,7 @@ class PreflightStep:
         try:
             source_info = self._source_checks(src, problems)
             target_info = self._target_checks(dst, problems)
+            self._client_check(source_info["version"], target_info["version"], problems)
             tables = self.replicated_tables.read_tables(src)
             self.replicated_tables.attach_roots(src, tables)
             publication = self.replication_objects.publication(src)
@@ -117,7 +119,7 @@ class PreflightStep:
                 problems.append(f"the source login {user} may not make the old database read-only after the switch "
                                 "(ALTER DATABASE needs its owner or a superuser)")
         return {"max_slots": max_slots, "max_senders": max_senders, "used_slots": used_slots,
-                "used_senders": used_senders, "superuser": superuser}
+                "used_senders": used_senders, "superuser": superuser, "version": version}
 
     def _target_checks(self, dst, problems):
         with dst.cursor() as cur:
@@ -131,7 +133,15 @@ class PreflightStep:
         if max_workers < 2:
             problems.append(f"the target's max_logical_replication_workers is {max_workers}: set it to at least 2 "
                             "(one apply worker, one table sync worker) and restart the target server")
-        return {"sync_workers": max(1, min(sync_workers, max_workers - 1))}
+        return {"sync_workers": max(1, min(sync_workers, max_workers - 1)), "version": version}
+
+    @staticmethod
+    def _client_check(source_version, target_version, problems):
+        """The schema is copied with pg_dump and pg_restore of the newer server's major version or newer."""
+        try:
+            client_tools.check_fits(source_version, target_version)
+        except client_tools.ToolError as error:
+            problems.append(str(error))
 
     def _capacity_checks(self, source_info, target_info, problems):
         # One slot and one WAL sender for the subscription, one more of each per table sync worker.
