@@ -42,6 +42,7 @@ import psycopg2
 from .cleanup_step import CleanupStep
 from .context import ZeroDowntimeContext
 from .cutover_step import CutoverStep
+from .deferred_checks import DeferredChecks
 from .errors import FreezeAbandoned, LogicalError
 from .preflight_step import PreflightStep
 from .replication_objects import ReplicationObjects
@@ -71,9 +72,10 @@ class ZeroDowntimeRun:
         replicated_tables = ReplicatedTables(self.context)
         replication_objects = ReplicationObjects(self.context)
         source_read_only = SourceReadOnly(self.context, replication_objects)
+        deferred_checks = DeferredChecks(self.context)
         self._preflight = PreflightStep(self.context, replicated_tables, replication_objects)
-        self._setup = SetupStep(self.context, replicated_tables, replication_objects)
-        self._sync = SyncStep(self.context, replicated_tables, replication_objects)
+        self._setup = SetupStep(self.context, replicated_tables, replication_objects, deferred_checks)
+        self._sync = SyncStep(self.context, replicated_tables, replication_objects, deferred_checks)
         self._cutover = CutoverStep(self.context, replicated_tables, self._sync, source_read_only)
         self._cleanup = CleanupStep(self.context, replication_objects, source_read_only)
 

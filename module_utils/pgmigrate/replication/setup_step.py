@@ -16,10 +16,11 @@ from .run_state import now
 class SetupStep:
     """Creates what the run needs: the schema on the target, the publication, the subscription."""
 
-    def __init__(self, context, replicated_tables, replication_objects):
+    def __init__(self, context, replicated_tables, replication_objects, deferred_checks):
         self.context = context
         self.replicated_tables = replicated_tables
         self.replication_objects = replication_objects
+        self.deferred_checks = deferred_checks  # deferred_checks.DeferredChecks: NOT VALID checks, after the sync
 
     def run(self):
         """Schema on the target, publication on the source, subscription on the target."""
@@ -79,9 +80,10 @@ class SetupStep:
 
     def _dump_schema(self, path):
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        # Taken before the publication exists; the source's own publications and subscriptions stay there.
-        args = [find_tool("pg_dump"), "--schema-only", "--format=custom", "--no-publications",
-                "--no-subscriptions", "--file", path]
+        # Taken before the run's publication exists: the source's own publications are carried as the rest
+        # of the schema (a consumer of the new primary needs them), its subscriptions never (on the target
+        # they would start replicating into it).
+        args = [find_tool("pg_dump"), "--schema-only", "--format=custom", "--no-subscriptions", "--file", path]
         for schema in self.context.include_schemas:
             args += ["--schema", schema]
         for schema in self.context.excluded():
@@ -91,9 +93,12 @@ class SetupStep:
 
     def _restore_schema(self, path):
         """Pre-data and post-data in one transaction: indexes and keys are there before rows arrive, as the
-        subscription needs them to apply updates and deletes."""
+        subscription needs them to apply updates and deletes. NOT VALID checks come after the sync."""
         args = [find_tool("pg_restore"), "--single-transaction", "--exit-on-error", "--dbname",
                 self.context.target["dbname"]] + restore_args(self.context.no_owner, self.context.no_privileges)
+        listing = self.deferred_checks.split_listing(path)
+        if listing:
+            args += ["--use-list", listing]
         if self.context.target_overwrite:
             self._drop_target_tables()
             args += ["--clean", "--if-exists"]

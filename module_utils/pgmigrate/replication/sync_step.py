@@ -19,10 +19,11 @@ class SyncStep:
     """The subscription's progress, recorded in the run's state and told in one line. The cutover reads
     the status through it too, and has it rebuild the state of a run resumed elsewhere."""
 
-    def __init__(self, context, replicated_tables, replication_objects):
+    def __init__(self, context, replicated_tables, replication_objects, deferred_checks):
         self.context = context
         self.replicated_tables = replicated_tables
         self.replication_objects = replication_objects
+        self.deferred_checks = deferred_checks  # deferred_checks.DeferredChecks: added once every table is synced
 
     def status(self, src, dst):
         name = self.context.name
@@ -67,6 +68,8 @@ class SyncStep:
         finally:
             src.close()
             dst.close()
+        if synced:
+            self.deferred_checks.add()
         state = self.context.state
         return {"finished": finished, "synced": synced, "progress_line": self.progress_line(status), **status,
                 "initial_sync_seconds": state.data.get("initial_sync_seconds"),
