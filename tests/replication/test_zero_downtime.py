@@ -66,12 +66,9 @@ def replication_objects(src, dst):
     return {"publications": publications, "slots": slots, "subscriptions": subscriptions}
 
 
-@pytest.fixture
-def replication_pair(db_pair):
-    """db_pair, and afterwards (even when the test failed) no subscription, slot or publication left: a slot
-    left on the shared source would hold its WAL forever and keep the scratch database from being dropped."""
-    src, dst = db_pair
-    yield src, dst
+def drop_replication_leftovers(src, dst):
+    """No subscription, slot or publication of a run left (even when its test failed): a slot left on the
+    shared source would hold its WAL forever and keep the scratch database from being dropped."""
     for params in (src, dst):  # a module still running after a timeout could create objects after the sweep
         run_sql(params, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                         "AND application_name LIKE 'pgmigrate zero_downtime%%'", (params["dbname"],))
@@ -92,6 +89,14 @@ def replication_pair(db_pair):
             else:
                 run_sql(src, "SELECT pg_drop_replication_slot(%s)", (slot,))
         time.sleep(0.2)
+
+
+@pytest.fixture
+def replication_pair(db_pair):
+    """db_pair, and afterwards no replication object left (drop_replication_leftovers)."""
+    src, dst = db_pair
+    yield src, dst
+    drop_replication_leftovers(src, dst)
 
 
 def all_artifact_text(tmp_path):
