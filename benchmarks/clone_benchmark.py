@@ -271,7 +271,9 @@ class Benchmark:
         self.args = args
         secrets = pathlib.Path(args.secrets_dir).resolve()
         self.source = Server("source", args.source_host, args.source_port, "postgres", secrets / "source.password")
-        self.target = Server("target", args.target_host, args.target_port, "postgres", secrets / "target.password")
+        self.target = Server("target", args.target_host, args.target_port, "postgres",
+                             pathlib.Path(args.target_password_file) if args.target_password_file
+                             else secrets / "target.password")
         self.source_db = args.source_db
         self.target_db = args.target_db  # the current run's (reset_target); each run has its own
         self.target_dbs: list[str] = []  # every run's, dropped by cleanup()
@@ -769,6 +771,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--source-port", type=int, default=55432)
     parser.add_argument("--target-host", default="127.0.0.1")
     parser.add_argument("--target-port", type=int, default=55433)
+    parser.add_argument("--target-password-file", default=None,
+                        help="the target's password file instead of <secrets-dir>/target.password, e.g. "
+                             ".embedded/secrets/target18.password with --target-port 55434 (PostgreSQL 18)")
     parser.add_argument("--secrets-dir", default=str(PROJECT / ".embedded" / "secrets"),
                         help="directory holding source.password and target.password (superuser postgres)")
     parser.add_argument("--pg-bin", default="/usr/lib/postgresql/15/bin", help="pg_dump and pg_restore")

@@ -130,14 +130,16 @@ def check_extensions(target_conn, catalog, target):
 def icu_collations(source_conn):
     """The ICU collations the source's schemas define or its columns use (qualified names)."""
     with source_conn.cursor() as cur:
+        # The columns' collations read once: a server built with ICU lists hundreds of its own.
         cur.execute("""
-            SELECT DISTINCT format('%%I.%%I', n.nspname, c.collname)
+            WITH used AS (
+                SELECT DISTINCT a.attcollation AS oid
+                FROM pg_attribute a JOIN pg_class r ON r.oid = a.attrelid
+                JOIN pg_namespace rn ON rn.oid = r.relnamespace
+                WHERE a.attcollation <> 0 AND a.attnum > 0 AND rn.nspname NOT IN %s)
+            SELECT format('%%I.%%I', n.nspname, c.collname)
             FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace
-            WHERE c.collprovider = 'i'
-              AND (n.nspname NOT IN %s OR EXISTS (
-                   SELECT FROM pg_attribute a JOIN pg_class r ON r.oid = a.attrelid
-                   JOIN pg_namespace rn ON rn.oid = r.relnamespace
-                   WHERE a.attcollation = c.oid AND a.attnum > 0 AND rn.nspname NOT IN %s))
+            WHERE c.collprovider = 'i' AND (n.nspname NOT IN %s OR c.oid IN (SELECT oid FROM used))
             ORDER BY 1""", (excluded_schemas(), excluded_schemas()))
         return [row[0] for row in cur.fetchall()]
 
