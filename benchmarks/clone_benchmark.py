@@ -272,7 +272,7 @@ class Benchmark:
         secrets = pathlib.Path(args.secrets_dir).resolve()
         self.source = Server("source", args.source_host, args.source_port, "postgres", secrets / "source.password")
         self.target = Server("target", args.target_host, args.target_port, "postgres",
-                             pathlib.Path(args.target_password_file) if args.target_password_file
+                             pathlib.Path(args.target_password_file).resolve() if args.target_password_file
                              else secrets / "target.password")
         self.source_db = args.source_db
         self.target_db = args.target_db  # the current run's (reset_target); each run has its own
@@ -410,9 +410,10 @@ class Benchmark:
                     SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
                     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN %s""", (SYSTEM_SCHEMAS,))
                 indexes = cur.fetchone()[0]
+                # NOT NULL constraints (contype n) exist from PostgreSQL 18 on: compared as columns' property.
                 cur.execute("""
                     SELECT contype, convalidated, count(*) FROM pg_constraint k
-                    JOIN pg_namespace n ON n.oid = k.connamespace WHERE n.nspname NOT IN %s
+                    JOIN pg_namespace n ON n.oid = k.connamespace WHERE n.nspname NOT IN %s AND k.contype <> 'n'
                     GROUP BY 1, 2""", (SYSTEM_SCHEMAS,))
                 constraints = {f"{t}{'' if v else ' (not valid)'}": n for t, v, n in cur.fetchall()}
                 cur.execute("SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences "
