@@ -305,3 +305,32 @@ def test_a_table_without_a_key_is_refused_before_anything_changes(replication_pa
     assert replication_objects(src, dst) == {"publications": [], "slots": [], "subscriptions": []}
     assert run_sql(dst, "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
                    fetch=True) == [(0,)]
+
+
+def test_a_subscription_that_keeps_failing_stops_the_run_at_once(replication_pair, tmp_path):
+    """The target refuses every row of a table (a trigger the apply workers fire): the wait stops after the
+    workers' repeated errors, not after zero_downtime_sync_timeout_seconds, and the source is as it was."""
+    src, dst = replication_pair
+    run_sql(src, WRITER_SCHEMA + """
+CREATE FUNCTION refuse_replicated_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('session_replication_role') = 'replica' THEN
+    RAISE EXCEPTION 'rows refused on the replica';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_replicated_rows BEFORE INSERT ON zd_writer_counter
+  FOR EACH ROW EXECUTE FUNCTION refuse_replicated_rows();
+ALTER TABLE zd_writer_counter ENABLE ALWAYS TRIGGER refuse_replicated_rows;
+""")
+    inventory = write_inventory(tmp_path, src, dst, {"zero_downtime_switch_file": str(tmp_path / "db.json"),
+                                                     "zero_downtime_progress_poll_seconds": 1})
+    started = time.monotonic()
+    result = zero_downtime(inventory, timeout=240)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    assert "the subscription's workers failed" in result.stdout, result.stdout[-3000:]
+    assert "Stopped before the switch" in result.stdout and "The source is as it was" in result.stdout
+    assert "RETRYING" not in result.stdout, result.stdout[-3000:]
+    assert replication_objects(src, dst) == {"publications": [], "slots": [], "subscriptions": []}
+    print(f"stopped {elapsed:.1f} s after the start, on the workers' errors")
