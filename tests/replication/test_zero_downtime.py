@@ -334,3 +334,34 @@ ALTER TABLE zd_writer_counter ENABLE ALWAYS TRIGGER refuse_replicated_rows;
     assert "RETRYING" not in result.stdout, result.stdout[-3000:]
     assert replication_objects(src, dst) == {"publications": [], "slots": [], "subscriptions": []}
     print(f"stopped {elapsed:.1f} s after the start, on the workers' errors")
+
+
+def test_a_run_resumed_from_another_controller_adds_the_not_valid_checks(replication_pair, tmp_path):
+    """The NOT VALID checks wait for the end of the initial sync; a controller that did not set the run up
+    (AWX runs each job where it likes) reads them from the source's catalog and adds them, NOT VALID."""
+    from pgmigrate.replication.logical import ZeroDowntimeRun
+
+    src, dst = replication_pair
+    run_sql(src, """
+CREATE DOMAIN positive_int AS int;
+CREATE TABLE checked (id int PRIMARY KEY, n positive_int, m int);
+INSERT INTO checked VALUES (1, -1, -5), (2, 3, 4);
+ALTER DOMAIN positive_int ADD CONSTRAINT positive_int_check CHECK (VALUE > 0) NOT VALID;
+ALTER TABLE checked ADD CONSTRAINT m_positive CHECK (m > 0) NOT VALID;
+""")
+    options = {"run_name": "resumed", "switch_file": str(tmp_path / "db.json")}
+    first = ZeroDowntimeRun(src, dst, artifacts_dir=str(tmp_path / "controller_a"), **options)
+    assert first.preflight()["problems"] == []
+    first.setup()
+    other = ZeroDowntimeRun(src, dst, artifacts_dir=str(tmp_path / "controller_b"), **options)
+    deadline = time.monotonic() + 120
+    while not other.wait(wait_seconds=5)["finished"]:
+        assert time.monotonic() < deadline, "the initial sync did not end"
+    try:
+        assert run_sql(dst, "SELECT conname, convalidated, pg_get_constraintdef(oid) FROM pg_constraint "
+                            "WHERE conname IN ('positive_int_check', 'm_positive') ORDER BY 1", fetch=True) == [
+            ("m_positive", False, "CHECK ((m > 0)) NOT VALID"),
+            ("positive_int_check", False, "CHECK ((VALUE > 0)) NOT VALID")]
+        assert run_sql(dst, "SELECT id, n, m FROM checked ORDER BY 1", fetch=True) == [(1, -1, -5), (2, 3, 4)]
+    finally:
+        other.abort()
