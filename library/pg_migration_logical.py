@@ -19,9 +19,18 @@ description:
     is as it was and the task fails with C(abandoned=true).
   - C(finish) (after the switch) drops subscription, slot and publication, reverts the replica identities and
     writes the report. C(abort) (before the switch) removes everything the run created on both servers.
-  - In check mode only C(preflight) runs (it changes nothing); the other actions are reported, not run.
+  - C(reverse_status) reports the reverse replication's window (since, until, lag); C(switch_back) is the
+    cutover the other way within it (a write freeze on the new database, the old source writable again with
+    every write, the sequences copied back); C(switch_back_finish) then drops the reverse replication, as
+    C(finalize) does at the end of the window.
+  - In check mode only C(preflight) and C(reverse_status) run (they change nothing); the other actions are
+    reported, not run.
 options:
-  action: {description: The step to run., type: str, required: true, choices: [preflight, setup, wait, cutover, finish, abort]}
+  action:
+    description: The step to run.
+    type: str
+    required: true
+    choices: [preflight, setup, wait, cutover, finish, abort, reverse_status, finalize, switch_back, switch_back_finish]
   source: {description: Source connection (the migration_source mapping)., type: dict, required: true}
   target: {description: Target connection (the migration_target mapping)., type: dict, required: true}
   run_name: {description: Names the publication, subscription and slot (pgmigrate_zd_<run_name>)., type: str, required: true}
@@ -43,6 +52,16 @@ options:
   freeze_lock_timeout: {description: How long the freeze waits for its table locks (a PostgreSQL duration)., type: str, default: 2s}
   freeze_attempts: {description: Attempts at the freeze before giving up., type: int, default: 3}
   freeze_catchup_seconds: {description: How long the frozen source waits for the target to catch up., type: float, default: 10}
+  reverse_window_hours:
+    description: >-
+      After the cutover the old source follows the new database this many hours by logical replication the
+      other way (set up inside the write freeze, subscribed at C(finish)), so that C(switch_back) returns with
+      every new write; 0 retires the old source at once. C(finalize) drops it; C(reverse_status) reports it.
+    type: float
+    default: 0
+  target_host_from_source: {description: The target's host as the source server reaches it (reverse replication)., type: str}
+  target_port_from_source: {description: The target's port as the source server reaches it (reverse replication)., type: int}
+  target_sslrootcert_from_source: {description: CA file on the source server for the reverse subscription., type: str}
   pg_bin_dir:
     description: >-
       migration_pg_bin_dir: the directory of pg_dump and pg_restore, which copy the schema (default the newest
@@ -85,14 +104,16 @@ try:
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()
 
-CHANGING_ACTIONS = ("setup", "cutover", "finish", "abort")
+CHANGING_ACTIONS = ("setup", "cutover", "finish", "abort", "finalize", "switch_back", "switch_back_finish")
+READ_ONLY_ACTIONS = ("preflight", "reverse_status")
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
             "action": {"type": "str", "required": True,
-                       "choices": ["preflight", "setup", "wait", "cutover", "finish", "abort"]},
+                       "choices": ["preflight", "setup", "wait", "cutover", "finish", "abort", "reverse_status",
+                                   "finalize", "switch_back", "switch_back_finish"]},
             "source": connection_argument(),
             "target": connection_argument(),
             "run_name": {"type": "str", "required": True},
@@ -115,6 +136,10 @@ def main():
             "freeze_attempts": {"type": "int", "default": 3},
             "freeze_catchup_seconds": {"type": "float", "default": 10},
             "pg_bin_dir": {"type": "path"},
+            "reverse_window_hours": {"type": "float", "default": 0},
+            "target_host_from_source": {"type": "str"},
+            "target_port_from_source": {"type": "int"},
+            "target_sslrootcert_from_source": {"type": "str"},
         },
         supports_check_mode=True,
     )
@@ -123,17 +148,20 @@ def main():
                          exception=IMPORT_ERROR)
     p = module.params
     action = p["action"]
-    if module.check_mode and action != "preflight":
+    if module.check_mode and action not in READ_ONLY_ACTIONS:
         module.exit_json(changed=action in CHANGING_ACTIONS, msg=f"check mode: {action} not run")
     source_from_target = {"host": p["source_host_from_target"], "port": p["source_port_from_target"],
                           "sslrootcert": p["source_sslrootcert_from_target"]}
+    target_from_source = {"host": p["target_host_from_source"], "port": p["target_port_from_source"],
+                          "sslrootcert": p["target_sslrootcert_from_source"]}
     try:
         client_tools.use_bin_dir(p["pg_bin_dir"])
         options = {key: p[key] for key in (
             "run_name", "artifacts_dir", "include_schemas", "exclude_schemas", "replica_identity_full",
             "target_overwrite", "no_owner", "no_privileges", "switch_file", "freeze_lock_timeout",
-            "freeze_attempts", "freeze_catchup_seconds")}
+            "freeze_attempts", "freeze_catchup_seconds", "reverse_window_hours")}
         options.update(max_lag_bytes=parse_size(p["max_lag_bytes"]), source_from_target=source_from_target,
+                       target_from_source=target_from_source,
                        check_mode=module.check_mode)
         result = logical.run_action(action, clean_connection(p["source"]), clean_connection(p["target"]), options,
                                     wait_seconds=p["wait_seconds"], switch=p["switch"],

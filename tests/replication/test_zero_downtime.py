@@ -68,15 +68,29 @@ def replication_objects(src, dst):
 
 def drop_replication_leftovers(src, dst):
     """No subscription, slot or publication of a run left (even when its test failed): a slot left on the
-    shared source would hold its WAL forever and keep the scratch database from being dropped."""
+    shared source would hold its WAL forever and keep the scratch database from being dropped. Both ways:
+    the reverse replication after a cutover subscribes the source to the target."""
+    _drop_subscriptions_then_slots(src, dst)
+    _drop_subscriptions_then_slots(dst, src)
+
+
+def _drop_subscriptions_then_slots(src, dst):
     for params in (src, dst):  # a module still running after a timeout could create objects after the sweep
         run_sql(params, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                         "AND application_name LIKE 'pgmigrate zero_downtime%%'", (params["dbname"],))
-    for name, in run_sql(dst, "SELECT subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
-                              "WHERE d.datname = %s", (dst["dbname"],), fetch=True):
-        for statement in ("ALTER SUBSCRIPTION {} DISABLE", "ALTER SUBSCRIPTION {} SET (slot_name = NONE)",
-                          "DROP SUBSCRIPTION {}"):
-            run_sql(dst, statement.format(f'"{name}"'))
+    conn = connect(dst)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET default_transaction_read_only = off")  # the old source of a cutover is read-only
+            cur.execute("SELECT subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
+                        "WHERE d.datname = %s", (dst["dbname"],))
+            for name, in cur.fetchall():
+                for statement in ("ALTER SUBSCRIPTION {} DISABLE", "ALTER SUBSCRIPTION {} SET (slot_name = NONE)",
+                                  "DROP SUBSCRIPTION {}"):
+                    cur.execute(statement.format(f'"{name}"'))
+    finally:
+        conn.close()
     deadline = time.time() + 30
     while time.time() < deadline:
         slots = run_sql(src, "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s",

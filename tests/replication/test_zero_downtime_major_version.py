@@ -58,6 +58,10 @@ def test_zero_downtime_of_a_foreign_database_with_a_concurrent_writer(foreign_pa
         writer.stop.set()
         writer.join(30)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    # The reverse window (the default's 24 h) ended at once: the reverse replication's publication and
+    # replica identities leave the new database.
+    finalized = zero_downtime(inventory, "-e", "zero_downtime_finalize=true")
+    assert finalized.returncode == 0 and "the migration is final" in finalized.stdout, finalized.stdout[-3000:]
     assert writer.writes_on["source"] > 0 and writer.writes_on["target"] > 0, writer.writes_on
     major = 18 if pg_bin else 15
     assert run_sql(dst, "SELECT current_setting('server_version_num')::int / 10000", fetch=True) == [(major,)]

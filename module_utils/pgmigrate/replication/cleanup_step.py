@@ -17,10 +17,11 @@ class CleanupStep:
     """What the run created removed and what it changed on the source put back, after the switch (finish)
     or before it (abort)."""
 
-    def __init__(self, context, replication_objects, source_read_only):
+    def __init__(self, context, replication_objects, source_read_only, reverse):
         self.context = context
         self.replication_objects = replication_objects
         self.source_read_only = source_read_only
+        self.reverse = reverse  # reverse_replication.ReverseReplication: subscribed at the finish, dropped by abort
 
     def finish(self):
         """After the switch: replication objects dropped, replica identities reverted, report written."""
@@ -31,6 +32,7 @@ class CleanupStep:
                                "switch use -e zero_downtime_abort=true)")
         cleanup = self._drop_replication(revert_read_only=False)
         freeze = dict(state.data.get("freeze", {}))
+        reverse = self.reverse.subscribe(freeze.get("released_epoch") or time.time())
         if freeze.get("switch") == "external" and "switched_after_seconds" not in freeze:
             # The application hosts' play switched after the freeze: writes failed until it ended.
             freeze["switched_after_seconds"] = round(time.time() - freeze["released_epoch"], 3)
@@ -48,9 +50,12 @@ class CleanupStep:
             "freeze": freeze, "sequences_synced": freeze.get("sequences_synced"),
             "materialized_views_refreshed": state.data.get("materialized_views_refreshed", []),
             "switched_to": switch_description(context.target), "switch_file": context.switch_file,
-            "cleanup": cleanup, "finished_at": now(),
-            "source_left": "read-only for new sessions (default_transaction_read_only = on); "
-                           f"ALTER DATABASE {context.source['dbname']} RESET default_transaction_read_only to reuse it",
+            "cleanup": cleanup, "finished_at": now(), "reverse_replication": reverse,
+            "source_left": ("a replica of the new database (reverse replication) until "
+                            + time.strftime("%Y-%m-%d %H:%M UTC, ", time.gmtime(reverse["until_epoch"]))
+                            if reverse else "")
+            + "read-only for new sessions (default_transaction_read_only = on); "
+            f"ALTER DATABASE {context.source['dbname']} RESET default_transaction_read_only to reuse it",
         }
         report_file = os.path.join(state.directory, "report.json")
         write_json_atomically(report_file, report, mode=0o600)
@@ -66,6 +71,8 @@ class CleanupStep:
                                "would lose writes. Run the playbook again without zero_downtime_abort to finish")
         cleanup = self._drop_replication(revert_read_only=True)
         if not state.data.get("switched"):
+            # A freeze given up may have prepared the reverse replication on the target.
+            cleanup += self.reverse.drop()
             state.update(aborted_at=now(), cleanup=cleanup)
         return cleanup
 

@@ -23,11 +23,14 @@ FROM pg_sequences WHERE schemaname NOT IN %(excluded)s ORDER BY 1
 class CutoverStep:
     """The switch from the source to the target, under a write freeze kept as short as it can be."""
 
-    def __init__(self, context, replicated_tables, sync, source_read_only):
+    def __init__(self, context, replicated_tables, sync, source_read_only, hooks=None):
         self.context = context
         self.replicated_tables = replicated_tables
         self.sync = sync
         self.source_read_only = source_read_only
+        # before_freeze(src, dst, prepared) and at_switch(src, dst, prepared), inside the freeze just before the
+        # switch: the reverse replication's (reverse_replication.py) or the switch back's (switch_back.py).
+        self.hooks = hooks
 
     def run(self, switch="file", lag_wait_seconds=60.0):
         """The write freeze, the catch-up, the sequences, the switch. Raises FreezeAbandoned when it gave up
@@ -110,8 +113,11 @@ class CutoverStep:
             raise FreezeAbandoned("sequences missing on the target: " + ", ".join(missing))
         lock = sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.SQL(", ").join(
             sql.Identifier(t["schema"], t["name"]) for t in self.replicated_tables.published_tables(tables)))
-        return {"lock": lock, "sequences": set(sequences), "previous_read_only": previous_read_only,
-                "record": record, "lag_before_bytes": status["lag_bytes"]}
+        prepared = {"lock": lock, "sequences": set(sequences), "previous_read_only": previous_read_only,
+                    "record": record, "lag_before_bytes": status["lag_bytes"]}
+        if self.hooks:
+            self.hooks.before_freeze(src, dst, prepared)
+        return prepared
 
     def _refresh_materialized_views(self, src, dst):
         """Logical replication carries no materialized view: fill on the target those the source has filled."""
@@ -155,6 +161,10 @@ class CutoverStep:
             terminated = self.source_read_only.end_older_sessions(src, lock_pid, prepared)
             read_only_done = time.monotonic()
             timings["read_only_seconds"] = read_only_done - sequences_done
+            if self.hooks:
+                self.hooks.at_switch(src, dst, prepared)
+                timings["hook_seconds"] = time.monotonic() - read_only_done
+                read_only_done = time.monotonic()
             if self.context.switch_file:
                 write_switch_file(self.context.switch_file, self.context.target, self.context.run_name)
             # The point of no return: from here on nothing may make the old source writable again.

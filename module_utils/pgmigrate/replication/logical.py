@@ -46,8 +46,10 @@ from .deferred_checks import DeferredChecks
 from .errors import FreezeAbandoned, LogicalError
 from .preflight_step import PreflightStep
 from .replication_objects import ReplicationObjects
+from .reverse_replication import ReverseReplication
 from .setup_step import SetupStep
 from .source_read_only import SourceReadOnly
+from .switch_back import SwitchBack
 from .sync_step import SyncStep
 from .tables import ReplicatedTables
 
@@ -61,23 +63,25 @@ class ZeroDowntimeRun:
                  replica_identity_full=(), source_from_target=None, max_lag_bytes=16 * 1024 * 1024,
                  target_overwrite=False, no_owner=True, no_privileges=True, switch_file=None,
                  freeze_lock_timeout="2s", freeze_attempts=3, freeze_catchup_seconds=10.0,
-                 check_mode=False):
+                 reverse_window_hours=0.0, target_from_source=None, check_mode=False):
         self.context = ZeroDowntimeContext(
             source, target, run_name, artifacts_dir, include_schemas=include_schemas,
             exclude_schemas=exclude_schemas, replica_identity_full=replica_identity_full,
             source_from_target=source_from_target, max_lag_bytes=max_lag_bytes, target_overwrite=target_overwrite,
             no_owner=no_owner, no_privileges=no_privileges, switch_file=switch_file,
             freeze_lock_timeout=freeze_lock_timeout, freeze_attempts=freeze_attempts,
-            freeze_catchup_seconds=freeze_catchup_seconds, check_mode=check_mode)
+            freeze_catchup_seconds=freeze_catchup_seconds, reverse_window_hours=reverse_window_hours,
+            target_from_source=target_from_source, check_mode=check_mode)
         replicated_tables = ReplicatedTables(self.context)
         replication_objects = ReplicationObjects(self.context)
         source_read_only = SourceReadOnly(self.context, replication_objects)
         deferred_checks = DeferredChecks(self.context)
-        self._preflight = PreflightStep(self.context, replicated_tables, replication_objects)
+        self.reverse = ReverseReplication(self.context, replicated_tables)
+        self._preflight = PreflightStep(self.context, replicated_tables, replication_objects, self.reverse)
         self._setup = SetupStep(self.context, replicated_tables, replication_objects, deferred_checks)
         self._sync = SyncStep(self.context, replicated_tables, replication_objects, deferred_checks)
-        self._cutover = CutoverStep(self.context, replicated_tables, self._sync, source_read_only)
-        self._cleanup = CleanupStep(self.context, replication_objects, source_read_only)
+        self._cutover = CutoverStep(self.context, replicated_tables, self._sync, source_read_only, hooks=self.reverse)
+        self._cleanup = CleanupStep(self.context, replication_objects, source_read_only, self.reverse)
 
     def preflight(self):
         return self._preflight.run()
@@ -97,6 +101,22 @@ class ZeroDowntimeRun:
     def abort(self):
         return self._cleanup.abort()
 
+    def reverse_status(self):
+        return self.reverse.status()
+
+    def finalize(self):
+        """The end of the reverse window: the reverse replication dropped; the old source stays retired."""
+        dropped = self.reverse.drop()
+        if not dropped:
+            return [f"no reverse replication {self.reverse.name}: nothing to drop"]
+        return dropped + ["the migration is final: the old source stays read-only for new sessions (retired)"]
+
+    def switch_back(self, switch="file", lag_wait_seconds=60.0):
+        return SwitchBack(self.context, self.reverse).run(switch=switch, lag_wait_seconds=lag_wait_seconds)
+
+    def switch_back_finish(self):
+        return SwitchBack(self.context, self.reverse).finish()
+
 
 def run_action(action, source, target, options, wait_seconds=5.0, switch="file", lag_wait_seconds=60.0):
     """The module's entry point: one action, a JSON-serialisable result."""
@@ -114,6 +134,14 @@ def run_action(action, source, target, options, wait_seconds=5.0, switch="file",
             return run.finish()
         if action == "abort":
             return {"cleanup": run.abort()}
+        if action == "reverse_status":
+            return run.reverse_status()
+        if action == "finalize":
+            return {"cleanup": run.finalize()}
+        if action == "switch_back":
+            return run.switch_back(switch=switch, lag_wait_seconds=lag_wait_seconds)
+        if action == "switch_back_finish":
+            return run.switch_back_finish()
         raise LogicalError(f"unknown action {action}")
     except subprocess.SubprocessError as error:
         raise LogicalError(run.context.secrets.mask(str(error))) from None

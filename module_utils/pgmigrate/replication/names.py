@@ -10,16 +10,20 @@ TOOL_MARK = "pgmigrate zero_downtime"
 
 OBJECT_PREFIX = "pgmigrate_zd_"
 
+# The reverse replication after the cutover (new database -> old source): its publication, slot, subscription.
+REVERSE_PREFIX = "pgmigrate_zr_"
+
 
 MAX_IDENTIFIER = 63
 
 
-def object_name(run_name):
-    """The publication's, subscription's and slot's name: pgmigrate_zd_<run name>, a valid slot name."""
+def object_name(run_name, prefix=OBJECT_PREFIX):
+    """The publication's, subscription's and slot's name: pgmigrate_zd_<run name> (pgmigrate_zr_ for the
+    reverse replication), a valid slot name."""
     cleaned = re.sub(r"[^a-z0-9_]", "_", str(run_name or "").lower()).strip("_")
     if not cleaned:
         raise LogicalError("zero_downtime_run_name is empty: set it to a short name for this migration")
-    return (OBJECT_PREFIX + cleaned)[:MAX_IDENTIFIER]
+    return (prefix + cleaned)[:MAX_IDENTIFIER]
 
 
 class Secrets:

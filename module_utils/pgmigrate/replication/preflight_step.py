@@ -14,10 +14,11 @@ from .names import MAX_IDENTIFIER, conninfo
 class PreflightStep:
     """Read-only checks of both servers, the tables and what an earlier run left, and the run's plan."""
 
-    def __init__(self, context, replicated_tables, replication_objects):
+    def __init__(self, context, replicated_tables, replication_objects, reverse):
         self.context = context
         self.replicated_tables = replicated_tables
         self.replication_objects = replication_objects
+        self.reverse = reverse  # reverse_replication.ReverseReplication: its own checks
 
     def run(self):
         """Read-only checks. Returns {"problems": [...], "notes": [...], "resume": bool, "plan": {...}}."""
@@ -51,6 +52,7 @@ class PreflightStep:
                 self._target_empty_check(dst, problems)
                 if not problems:
                     self._probe_from_target(dst, problems)
+                self.reverse.check(src, dst, problems)
             self._large_objects_check(src, warnings)
         finally:
             src.close()
@@ -78,6 +80,7 @@ class PreflightStep:
             "total_bytes": sum(t["total_bytes"] for t in published),
             "replica_identity_full": [t["qualname"] for t in identity_full],
             "max_lag_bytes": context.max_lag_bytes, "switch_file": context.switch_file,
+            "reverse_window_hours": context.reverse_window_hours,
         }
 
     def _source_address_from_target(self):
