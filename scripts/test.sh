@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: install what is missing, start the embedded servers (the PostgreSQL 15 source
-# and target, and the PostgreSQL 18 target of the major-version tests), then the quality gates
+# and target, the PostgreSQL 18 target and the PostgreSQL 14 source of the major-version tests), then the quality gates
 # (ansible-lint production profile, ruff) and pytest against the real servers.
 #   scripts/test.sh [extra pytest arguments]
 set -euo pipefail
@@ -12,6 +12,7 @@ say() { printf '[test] %s\n' "$*"; }
 scripts/install.sh
 scripts/embedded_pg.sh start
 scripts/embedded_pg.sh start target18
+scripts/embedded_pg.sh start source14
 export PATH="$PROJECT_DIR/.venv/bin:$PATH"
 say "ruff check"
 ruff check .

