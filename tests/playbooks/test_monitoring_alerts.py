@@ -3,6 +3,7 @@ the real promtool checks and unit-tests the rules it rendered, and the postgres_
 run on a CDP database (and, where postgres_exporter is installed, through the exporter itself)."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -11,12 +12,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 
+import psycopg2
+import psycopg2.errors
+import psycopg2.extras
 import pytest
 import yaml
 
 from cdp_reference import generate
 from conftest import PROJECT_DIR, connect
+from pgmigrate.replication.names import REVERSE_PREFIX, TOOL_MARK
 
 ANSIBLE_PLAYBOOK = str(PROJECT_DIR / ".venv" / "bin" / "ansible-playbook")
 ROLE_DIR = PROJECT_DIR / "roles" / "monitoring_alerts"
@@ -37,6 +43,16 @@ PLAN_ALERTS = {
     "cdp-scheduled-reports": ("CdpScheduledReportFailing", "> 2", "0m"),
     "cdp-alert-sources": ("CdpExporterQueriesFailing", "> 0", "10m"),
 }
+
+# Not in the plan: the reverse replication window playbooks/zero_downtime.yml leaves after its cutover.
+REVERSE_ALERTS = {
+    "pgmigrate-reverse-replication": [
+        ("PgmigrateReverseReplicationLagging", "> 1073741824", "10m"),
+        ("PgmigrateReverseReplicationNotStreaming", "< 2", "5m"),
+        ("PgmigrateReverseWindowOver", "< 0", "15m"),
+    ],
+}
+ALL_ALERTS = {**{group: [alert] for group, alert in PLAN_ALERTS.items()}, **REVERSE_ALERTS}
 
 # Debian's prometheus.yml, less its comments: rule_files is there but empty.
 PROMETHEUS_CONFIG = """\
@@ -126,7 +142,7 @@ def test_the_role_installs_rules_that_promtool_accepts_and_whose_unit_tests_pass
     rules_file = installed["rules_dir"] / "cdp_alerts.rules.yml"
     checked = promtool("check", "rules", str(rules_file))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout
+    assert f"SUCCESS: {sum(map(len, ALL_ALERTS.values()))} rules found" in checked.stdout
     tested = promtool("test", "rules", "cdp_alerts.test.yml", cwd=installed["rules_dir"] / "tests")
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
@@ -137,17 +153,21 @@ def test_the_role_installs_rules_that_promtool_accepts_and_whose_unit_tests_pass
 @needs_promtool
 def test_the_rules_carry_the_plans_thresholds_one_group_per_concern(installed):
     groups = yaml.safe_load((installed["rules_dir"] / "cdp_alerts.rules.yml").read_text())["groups"]
-    assert [group["name"] for group in groups] == list(PLAN_ALERTS)
+    assert [group["name"] for group in groups] == list(ALL_ALERTS)
     for group in groups:
-        alert, threshold, duration = PLAN_ALERTS[group["name"]]
-        (rule,) = group["rules"]
-        assert rule["alert"] == alert
-        assert re.search(re.escape(threshold) + r"(\s|$)", rule["expr"]), rule["expr"]
-        assert rule["for"] == duration
-        assert rule["labels"]["severity"] in ("warning", "critical")
-        assert {"summary", "description"} <= set(rule["annotations"])
-        if group["name"] != "cdp-alert-sources":  # its value is only the exporter's error flag
-            assert "{{ $value" in rule["annotations"]["description"]
+        for rule, (alert, threshold, duration) in zip(group["rules"], ALL_ALERTS[group["name"]], strict=True):
+            assert rule["alert"] == alert
+            assert re.search(re.escape(threshold) + r"(\s|$)", rule["expr"]), rule["expr"]
+            assert rule["for"] == duration
+            assert rule["labels"]["severity"] in ("warning", "critical")
+            assert {"summary", "description"} <= set(rule["annotations"])
+            if group["name"] != "cdp-alert-sources":  # its value is only the exporter's error flag
+                assert re.search(r"\{\{[^}]*\$value", rule["annotations"]["description"])
+    # What to do is in the alerts: the window ends with the playbook's finalize.
+    reverse = {rule["alert"]: rule for rule in groups[-1]["rules"]}
+    assert "-e zero_downtime_finalize=true" in reverse["PgmigrateReverseWindowOver"]["annotations"]["description"]
+    assert "-e zero_downtime_finalize=true" in \
+        reverse["PgmigrateReverseReplicationNotStreaming"]["annotations"]["description"]
     cpu = groups[0]["rules"][0]["expr"]
     assert 'node_cpu_seconds_total{mode="idle"}' in cpu and "avg by (instance)" in cpu
 
@@ -181,7 +201,8 @@ def test_a_cpu_threshold_of_90_makes_the_unit_tests_fail(tmp_path):
     assert "CPU at 81% fires after 5 minutes above the threshold" in tested.stdout + tested.stderr
     assert "alertname: CdpDatabaseCpuHigh" in tested.stdout + tested.stderr
     # Every other rule still passes its tests.
-    for other in ("Connections at 91%", "11 failed logins", "6% of an integration", "3 consecutive failures"):
+    for other in ("Connections at 91%", "11 failed logins", "6% of an integration", "3 consecutive failures",
+                  "The old source lagging", "A reverse replication slot unused", "A reverse replication window"):
         assert other not in tested.stdout + tested.stderr
 
 
@@ -222,7 +243,7 @@ def test_a_running_prometheus_reloads_over_http_and_serves_the_rules(tmp_path):
         assert "Reload Prometheus over HTTP" in result.stdout
         groups = json.loads(http_get(f"http://127.0.0.1:{port}/api/v1/rules"))["data"]["groups"]
         assert {group["name"]: [rule["name"] for rule in group["rules"]] for group in groups} == \
-            {name: [alert] for name, (alert, _threshold, _for) in PLAN_ALERTS.items()}
+            {name: [alert for alert, _threshold, _for in alerts] for name, alerts in ALL_ALERTS.items()}
         assert all(rule["health"] != "err" for group in groups for rule in group["rules"])
     finally:
         server.terminate()
@@ -283,7 +304,8 @@ def metric_columns(query):
 
 def test_every_exporter_query_runs_on_a_cdp_database_and_returns_its_metric_columns(exporter_queries, cdp_db):
     _, queries = exporter_queries
-    assert set(queries) == {"cdp_scheduled_report", "cdp_failed_logins", "cdp_integration_calls"}
+    assert set(queries) == {"cdp_scheduled_report", "cdp_failed_logins", "cdp_integration_calls",
+                            "pgmigrate_reverse_replication"}
     for query in queries.values():
         assert query["master"] is True
         usages = {spec["usage"] for metric in query["metrics"] for spec in metric.values()}
@@ -299,6 +321,8 @@ def test_every_exporter_query_runs_on_a_cdp_database_and_returns_its_metric_colu
     assert len(rows) == generate.expected_row_counts(0.02)["integrations"] * 3
     _, rows = run(cdp_db, queries["cdp_failed_logins"]["query"])
     assert rows == [(0,)]
+    # No reverse replication on this database: no row, no error.
+    assert run(cdp_db, queries["pgmigrate_reverse_replication"]["query"])[1] == []
 
 
 def add_report(params, status="active"):
@@ -364,6 +388,103 @@ def test_the_login_and_integration_queries_count_the_last_window(exporter_querie
     assert sum(calls for name, _p, _o, calls in rows if name != braze_name) == 0
 
 
+def reverse_publication(params, name, record):
+    """A publication as playbooks/zero_downtime.yml leaves it on the new database: its record as the comment
+    (module_utils/pgmigrate/replication/reverse_replication.py writes it so)."""
+    run(params, "CREATE TABLE IF NOT EXISTS zr_rows (id bigint PRIMARY KEY, note text)")
+    run(params, f'CREATE PUBLICATION "{name}" FOR TABLE zr_rows WITH (publish_via_partition_root = true)')
+    if record is not None:
+        comment = record if isinstance(record, str) else json.dumps(
+            {"tool": TOOL_MARK, "run": name[len(REVERSE_PREFIX):], "direction": "reverse",
+             "old_source_read_only": "off", "replica_identity_full": {}, **record}, sort_keys=True)
+        run(params, f'COMMENT ON PUBLICATION "{name}" IS %s', (comment,))
+
+
+def reverse_rows(params, query):
+    """The reverse replication query's rows by publication, each as {column: value}."""
+    columns, rows = run(params, query)
+    return {row[0]: dict(zip(columns, row, strict=True)) for row in rows}
+
+
+def drop_slot(params, name):
+    """The slot, once its consumer is gone (a slot left behind blocks DROP DATABASE and holds WAL)."""
+    deadline = time.time() + 30
+    while True:
+        _, rows = run(params, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (name,))
+        if not rows:
+            return
+        if rows[0][0] is None:
+            try:
+                run(params, "SELECT pg_drop_replication_slot(%s)", (name,))
+                return
+            except (psycopg2.errors.ObjectInUse, psycopg2.errors.UndefinedObject):
+                pass
+        else:
+            run(params, "SELECT pg_terminate_backend(%s, 1000)", (rows[0][0],))
+        assert time.time() < deadline, f"slot {name} still in use"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("server_name", ["source_server", "target18_server"], ids=["pg15", "pg18"])
+def test_the_reverse_replication_query_reports_the_slot_and_the_window(exporter_queries, scratch, request,
+                                                                       server_name):
+    query = exporter_queries[1]["pgmigrate_reverse_replication"]["query"]
+    server = request.getfixturevalue(server_name)
+    params = scratch.create(server, "zr")
+    assert run(params, query)[1] == []  # no reverse replication: zero rows, no error
+    # Slot names are the server's, not the database's: unique ones, so that concurrent runs do not collide.
+    suffix = uuid.uuid4().hex[:8]
+    over, prepared, hand = (f"{REVERSE_PREFIX}x_{suffix}", f"{REVERSE_PREFIX}p_{suffix}", f"{REVERSE_PREFIX}h_{suffix}")
+    now = time.time()
+    reverse_publication(params, over, {"window_hours": 2, "since_epoch": now - 7260, "until_epoch": now - 60})
+    reverse_publication(params, prepared, {"window_hours": 48})  # the old source has not subscribed yet
+    reverse_publication(params, hand, "edited by hand, not JSON")
+    run(params, "CREATE PUBLICATION not_ours FOR TABLE zr_rows")
+    run(params, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (over,))
+    stream = None
+    try:
+        run(params, "INSERT INTO zr_rows SELECT k, repeat('x', 100) FROM generate_series(1, 2000) AS k")
+        assert run(params, query)[0] == metric_columns(exporter_queries[1]["pgmigrate_reverse_replication"])
+        found = reverse_rows(params, query)
+        assert set(found) == {over, prepared, hand}
+        window = found[over]
+        assert window["slot_present"] == 1 and window["slot_active"] == 0
+        # The rows written since the slot was made are WAL the old source has not confirmed.
+        assert 100_000 < window["lag_bytes"] <= window["retained_wal_bytes"]
+        assert -120 < window["window_remaining_seconds"] < -60
+        assert 7260 <= window["window_age_seconds"] < 7320
+        for name in (prepared, hand):  # no slot, no window: the documented sentinels
+            assert (found[name]["slot_present"], found[name]["slot_active"]) == (0, 0)
+            assert (found[name]["lag_bytes"], found[name]["retained_wal_bytes"]) == (-1, -1)
+            assert found[name]["window_remaining_seconds"] is None and found[name]["window_age_seconds"] is None
+
+        # A subscriber (as the old source's) connects and confirms what it received: the slot is active and
+        # the lag drops (not to 0: the server's other databases write WAL too).
+        lag_before = window["lag_bytes"]
+        stream = psycopg2.connect(**{key: params[key] for key in ("host", "port", "user", "password", "dbname")},
+                                  connection_factory=psycopg2.extras.LogicalReplicationConnection)
+        with stream.cursor() as cur:
+            cur.start_replication(slot_name=over, decode=False,
+                                  options={"proto_version": "1", "publication_names": over})
+            deadline = time.time() + 60
+            while True:
+                if cur.read_message() is not None:
+                    continue  # drain what the walsender has sent
+                if cur.wal_end:
+                    cur.send_feedback(flush_lsn=cur.wal_end, reply=True, force=True)
+                window = reverse_rows(params, query)[over]
+                if window["slot_active"] == 1 and 0 <= window["lag_bytes"] < lag_before:
+                    break
+                assert time.time() < deadline, (lag_before, window)
+                time.sleep(0.1)
+    finally:
+        if stream is not None:
+            stream.close()
+        drop_slot(params, over)
+    window = reverse_rows(params, query)[over]
+    assert (window["slot_present"], window["slot_active"], window["lag_bytes"]) == (0, 0, -1)
+
+
 @pytest.mark.skipif(not POSTGRES_EXPORTER, reason="postgres_exporter not installed (or set PGM_POSTGRES_EXPORTER)")
 def test_postgres_exporter_serves_the_metrics_the_rules_read(exporter_queries, cdp_db, tmp_path):
     queries_file, _ = exporter_queries
@@ -372,6 +493,8 @@ def test_postgres_exporter_serves_the_metrics_the_rules_read(exporter_queries, c
                    SELECT 'someone@example.com', false FROM generate_series(1, 11)""")
     report = add_report(cdp_db)
     add_runs(cdp_db, report, ["succeeded", "failed", "failed", "failed"])
+    reverse = f"{REVERSE_PREFIX}e_{uuid.uuid4().hex[:8]}"  # prepared, no slot (none left behind)
+    reverse_publication(cdp_db, reverse, {"window_hours": 48})
     port = free_port()
     # The password reaches the exporter through its environment, never its command line.
     dsn = (f"host={cdp_db['host']} port={cdp_db['port']} user={cdp_db['user']} dbname={cdp_db['dbname']} "
@@ -409,4 +532,9 @@ def test_postgres_exporter_serves_the_metrics_the_rules_read(exporter_queries, c
     assert value("cdp_scheduled_report_consecutive_failures", report_id=report) == 3
     assert value("cdp_integration_calls_recent", integration="Braze (production)", outcome="timeout") == 0
     assert value("pg_settings_max_connections") > 0
+    # The reverse replication's sentinels as the exporter serves them: -1 without a slot, NaN without a window.
+    assert value("pgmigrate_reverse_replication_lag_bytes", publication=reverse) == -1
+    assert value("pgmigrate_reverse_replication_slot_present", publication=reverse) == 0
+    assert value("pgmigrate_reverse_replication_slot_active", publication=reverse) == 0
+    assert math.isnan(value("pgmigrate_reverse_replication_window_remaining_seconds", publication=reverse))
     assert any(series.startswith("pg_stat_activity_count{") for series in samples)
