@@ -23,14 +23,18 @@ description:
     cutover the other way within it (a write freeze on the new database, the old source writable again with
     every write, the sequences copied back); C(switch_back_finish) then drops the reverse replication, as
     C(finalize) does at the end of the window.
-  - In check mode only C(preflight) and C(reverse_status) run (they change nothing); the other actions are
+  - C(hold_target) makes the target read-only for the application's new sessions while blue-green waves move
+    hosts to it before the freeze (the cutover releases it inside the freeze, C(abort) too); C(abort_check)
+    fails when an abort would be refused (after the switch), changing nothing.
+  - In check mode only C(preflight), C(reverse_status) and C(abort_check) run (they change nothing); the other actions are
     reported, not run.
 options:
   action:
     description: The step to run.
     type: str
     required: true
-    choices: [preflight, setup, wait, cutover, finish, abort, reverse_status, finalize, switch_back, switch_back_finish]
+    choices: [preflight, setup, wait, cutover, finish, abort, reverse_status, finalize, switch_back, switch_back_finish,
+              hold_target, abort_check]
   source: {description: Source connection (the migration_source mapping)., type: dict, required: true}
   target: {description: Target connection (the migration_target mapping)., type: dict, required: true}
   run_name: {description: Names the publication, subscription and slot (pgmigrate_zd_<run_name>)., type: str, required: true}
@@ -104,8 +108,9 @@ try:
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()
 
-CHANGING_ACTIONS = ("setup", "cutover", "finish", "abort", "finalize", "switch_back", "switch_back_finish")
-READ_ONLY_ACTIONS = ("preflight", "reverse_status")
+CHANGING_ACTIONS = ("setup", "cutover", "finish", "abort", "finalize", "switch_back", "switch_back_finish",
+                    "hold_target")
+READ_ONLY_ACTIONS = ("preflight", "reverse_status", "abort_check")
 
 
 def main():
@@ -113,7 +118,7 @@ def main():
         argument_spec={
             "action": {"type": "str", "required": True,
                        "choices": ["preflight", "setup", "wait", "cutover", "finish", "abort", "reverse_status",
-                                   "finalize", "switch_back", "switch_back_finish"]},
+                                   "finalize", "switch_back", "switch_back_finish", "hold_target", "abort_check"]},
             "source": connection_argument(),
             "target": connection_argument(),
             "run_name": {"type": "str", "required": True},

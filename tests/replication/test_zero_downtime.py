@@ -379,3 +379,72 @@ ALTER TABLE checked ADD CONSTRAINT m_positive CHECK (m > 0) NOT VALID;
         assert run_sql(dst, "SELECT id, n, m FROM checked ORDER BY 1", fetch=True) == [(1, -1, -5), (2, 3, 4)]
     finally:
         other.abort()
+
+
+@pytest.mark.parametrize(("waves", "expected"), [
+    (["half"], "is not a wave"),
+    ([1], "needs application hosts (app_servers) to move"),
+])
+def test_waves_that_cannot_be_made_are_refused_before_anything_changes(replication_pair, tmp_path, waves, expected):
+    src, dst = replication_pair
+    run_sql(src, WRITER_SCHEMA)
+    inventory = write_inventory(tmp_path, src, dst, {"zero_downtime_switch_file": str(tmp_path / "db.json"),
+                                                     "zero_downtime_waves": waves})
+    result = zero_downtime(inventory, timeout=120)
+    assert result.returncode != 0
+    assert expected in result.stdout and "zero_downtime_waves" in result.stdout, result.stdout[-3000:]
+    assert replication_objects(src, dst) == {"publications": [], "slots": [], "subscriptions": []}
+    assert run_sql(dst, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", fetch=True) == [(0,)]
+
+
+def test_the_target_held_for_the_waves_takes_no_application_write_until_the_freeze(replication_pair, tmp_path):
+    """hold_target (before the blue-green waves): new sessions on the target are read-only while replication
+    still applies the source's writes; the cutover makes it writable inside the freeze; an abort instead
+    leaves it as it was."""
+    from pgmigrate.replication.logical import ZeroDowntimeRun
+
+    src, dst = replication_pair
+    run_sql(src, WRITER_SCHEMA)
+    options = {"run_name": "held", "switch_file": str(tmp_path / "db.json"), "reverse_window_hours": 1}
+
+    def writable(params):
+        conn = connect(params)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("UPDATE zd_writer_counter SET n = n + 1 WHERE id = 1")
+            conn.commit()
+            return True
+        except psycopg2.errors.ReadOnlySqlTransaction:
+            return False
+        finally:
+            conn.close()
+
+    def replicate(run):
+        deadline = time.monotonic() + 120
+        while not run.wait(wait_seconds=5)["finished"]:
+            assert time.monotonic() < deadline, "the initial sync did not end"
+
+    for ending in ("abort", "cutover"):
+        run = ZeroDowntimeRun(src, dst, artifacts_dir=str(tmp_path / ending), target_overwrite=ending == "cutover",
+                              **options)
+        assert run.preflight()["problems"] == []
+        run.setup()
+        replicate(run)
+        run.hold_target()
+        assert not writable(dst) and writable(src)
+        run_sql(src, "INSERT INTO zd_writer_events (write_id) VALUES (gen_random_uuid())")
+        deadline = time.monotonic() + 30
+        while run_sql(dst, "SELECT count(*) FROM zd_writer_events", fetch=True) != [(1,)]:
+            assert time.monotonic() < deadline, "replication stopped while the target was held"
+            time.sleep(0.2)
+        if ending == "abort":
+            run.abort()
+            assert writable(dst) and writable(src)
+            run_sql(dst, "DELETE FROM zd_writer_events")
+            run_sql(src, "DELETE FROM zd_writer_events")
+        else:
+            result = run.cutover(switch="file")
+            assert result["freeze_window_seconds"] < 10
+            assert writable(dst) and not writable(src)
+            run.finish()
+            run.finalize()

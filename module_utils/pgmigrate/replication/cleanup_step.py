@@ -17,11 +17,12 @@ class CleanupStep:
     """What the run created removed and what it changed on the source put back, after the switch (finish)
     or before it (abort)."""
 
-    def __init__(self, context, replication_objects, source_read_only, reverse):
+    def __init__(self, context, replication_objects, source_read_only, reverse, target_hold):
         self.context = context
         self.replication_objects = replication_objects
         self.source_read_only = source_read_only
         self.reverse = reverse  # reverse_replication.ReverseReplication: subscribed at the finish, dropped by abort
+        self.target_hold = target_hold  # target_hold.TargetHold: released by abort
 
     def finish(self):
         """After the switch: replication objects dropped, replica identities reverted, report written."""
@@ -63,12 +64,18 @@ class CleanupStep:
         report["report_file"] = report_file
         return report
 
-    def abort(self):
-        """Stop before the switch: the source as it was, the replication objects gone. Idempotent."""
+    def abort_check(self):
+        """Raises when an abort would be refused (the switch was made); changes nothing."""
         state = self.context.state
         if state.data.get("switched") and not state.data.get("finished"):
             raise LogicalError("the switch was made: the application writes to the target now, so going back "
                                "would lose writes. Run the playbook again without zero_downtime_abort to finish")
+        return {"switched": bool(state.data.get("switched"))}
+
+    def abort(self):
+        """Stop before the switch: the source as it was, the replication objects gone. Idempotent."""
+        state = self.context.state
+        self.abort_check()
         cleanup = self._drop_replication(revert_read_only=True)
         if not state.data.get("switched"):
             # A freeze given up may have prepared the reverse replication on the target.
@@ -108,6 +115,8 @@ class CleanupStep:
             subscription_oid = subscription_oid or record.get("subscription_oid")
             for slot in self._drop_slots(src, subscription_oid):
                 done.append(f"replication slot {slot} dropped on the source")
+            if revert_read_only:
+                done += self.target_hold.release_after_abort(record)
             with src.cursor() as cur:
                 if revert_read_only and record.get("read_only_set"):
                     self.source_read_only.restore_setting(cur, record.get("previous_read_only"))

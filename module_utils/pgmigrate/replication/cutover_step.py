@@ -28,8 +28,9 @@ class CutoverStep:
         self.replicated_tables = replicated_tables
         self.sync = sync
         self.source_read_only = source_read_only
-        # before_freeze(src, dst, prepared) and at_switch(src, dst, prepared), inside the freeze just before the
-        # switch: the reverse replication's (reverse_replication.py) or the switch back's (switch_back.py).
+        # before_freeze(src, dst, prepared); at_switch(src, dst, prepared), inside the freeze just before the
+        # switch; undo(src, dst, prepared) when the freeze gives up: the forward run's (logical.ForwardHooks)
+        # or the switch back's (switch_back.py).
         self.hooks = hooks
 
     def run(self, switch="file", lag_wait_seconds=60.0):
@@ -171,6 +172,8 @@ class CutoverStep:
             self.context.state.update(switched=True, switched_at=now())
         except Exception as error:
             # Before the switch: undo the read-only setting, release the lock, the source is as it was.
+            if self.hooks:
+                self.hooks.undo(src, dst, prepared)
             self.source_read_only.undo(src, prepared, lock_pid)
             lock_conn.rollback()
             raise FreezeAbandoned(self.context.secrets.mask(f"the cutover failed before the switch: {error}")) from None

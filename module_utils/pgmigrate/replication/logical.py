@@ -52,6 +52,7 @@ from .source_read_only import SourceReadOnly
 from .switch_back import SwitchBack
 from .sync_step import SyncStep
 from .tables import ReplicatedTables
+from .target_hold import TargetHold
 
 __all__ = ["FreezeAbandoned", "LogicalError", "ZeroDowntimeRun", "run_action"]
 
@@ -77,11 +78,14 @@ class ZeroDowntimeRun:
         source_read_only = SourceReadOnly(self.context, replication_objects)
         deferred_checks = DeferredChecks(self.context)
         self.reverse = ReverseReplication(self.context, replicated_tables)
+        self.target_hold = TargetHold(self.context, replication_objects)
         self._preflight = PreflightStep(self.context, replicated_tables, replication_objects, self.reverse)
         self._setup = SetupStep(self.context, replicated_tables, replication_objects, deferred_checks)
         self._sync = SyncStep(self.context, replicated_tables, replication_objects, deferred_checks)
-        self._cutover = CutoverStep(self.context, replicated_tables, self._sync, source_read_only, hooks=self.reverse)
-        self._cleanup = CleanupStep(self.context, replication_objects, source_read_only, self.reverse)
+        self._cutover = CutoverStep(self.context, replicated_tables, self._sync, source_read_only,
+                                    hooks=ForwardHooks(self.reverse, self.target_hold))
+        self._cleanup = CleanupStep(self.context, replication_objects, source_read_only, self.reverse,
+                                    self.target_hold)
 
     def preflight(self):
         return self._preflight.run()
@@ -101,6 +105,13 @@ class ZeroDowntimeRun:
     def abort(self):
         return self._cleanup.abort()
 
+    def hold_target(self):
+        return {"previous_read_only": self.target_hold.hold()}
+
+    def abort_check(self):
+        """Refuses as abort does once the switch was made; changes nothing."""
+        return self._cleanup.abort_check()
+
     def reverse_status(self):
         return self.reverse.status()
 
@@ -116,6 +127,26 @@ class ZeroDowntimeRun:
 
     def switch_back_finish(self):
         return SwitchBack(self.context, self.reverse).finish()
+
+
+class ForwardHooks:
+    """The forward cutover's hooks: the reverse replication prepared and its slot made; the target held
+    read-only for the waves released last, once that slot exists (no application write before it)."""
+
+    def __init__(self, reverse, target_hold):
+        self.reverse = reverse
+        self.target_hold = target_hold
+
+    def before_freeze(self, src, dst, prepared):
+        self.reverse.before_freeze(src, dst, prepared)
+
+    def at_switch(self, src, dst, prepared):
+        self.reverse.at_switch(src, dst, prepared)
+        prepared["target_released"] = self.target_hold.release(dst, prepared["record"])
+
+    def undo(self, _src, dst, prepared):
+        if prepared.get("target_released"):
+            self.target_hold.hold_again(dst, prepared["record"])
 
 
 def run_action(action, source, target, options, wait_seconds=5.0, switch="file", lag_wait_seconds=60.0):
@@ -134,6 +165,10 @@ def run_action(action, source, target, options, wait_seconds=5.0, switch="file",
             return run.finish()
         if action == "abort":
             return {"cleanup": run.abort()}
+        if action == "hold_target":
+            return run.hold_target()
+        if action == "abort_check":
+            return run.abort_check()
         if action == "reverse_status":
             return run.reverse_status()
         if action == "finalize":

@@ -59,6 +59,9 @@ class SwitchBack:
     def before_freeze(self, src, dst, prepared):
         """Nothing to prepare: the reverse replication was set up at the forward cutover."""
 
+    def undo(self, _src, _dst, _prepared):
+        """Nothing of the hooks' to undo: the old source is made writable only by the last step before the switch."""
+
     def at_switch(self, _src, dst, prepared):
         """Inside the freeze, the old source caught up: writable again as before the run, and its sessions
         opened while it was read-only end (they reconnect writable)."""
