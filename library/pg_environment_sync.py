@@ -32,6 +32,16 @@ options:
   exclude_schemas: {description: Schemas left out., type: list, elements: str, default: []}
   target_is_production: {description: The target is production; I(confirm_target) must repeat its database name., type: bool, default: false}
   confirm_target: {description: The target's database name, to confirm a production target., type: str, default: ""}
+  pg_bin_dir:
+    description: >-
+      migration_pg_bin_dir: the directory of pg_dump and pg_restore, with which the target is backed up before the
+      sync (role backup; default the newest installed). They must be of the target server's major version or newer
+      (staging on PostgreSQL 18 takes version 18's): an older client is refused before anything changes.
+    type: path
+  check_client_tools:
+    description: Refuse a pg_dump or pg_restore older than the target's server (false when the target is not backed up).
+    type: bool
+    default: true
   artifacts_dir: {description: Where the JSON report is written., type: path}
   report_name: {description: File name prefix of the report., type: str, default: sync}
 author: pgmigrate maintainers
@@ -59,6 +69,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 try:
     import psycopg2
+    from ansible.module_utils.pgmigrate.common import client_tools
     from ansible.module_utils.pgmigrate.common.connection import ConfigError, friendly_connect_error
     from ansible.module_utils.pgmigrate.common.module_args import clean_connection, connection_argument
     from ansible.module_utils.pgmigrate.common.preflight import PreflightError, check_production_confirmation
@@ -86,6 +97,8 @@ def main():
             "exclude_schemas": {"type": "list", "elements": "str", "default": []},
             "target_is_production": {"type": "bool", "default": False},
             "confirm_target": {"type": "str", "default": ""},
+            "pg_bin_dir": {"type": "path"},
+            "check_client_tools": {"type": "bool", "default": True},
             "artifacts_dir": {"type": "path"},
             "report_name": {"type": "str", "default": "sync"},
         },
@@ -96,6 +109,7 @@ def main():
     p = module.params
     source, target = clean_connection(p["source"]), clean_connection(p["target"])
     try:
+        client_tools.use_bin_dir(p["pg_bin_dir"])
         check_production_confirmation(target, p["target_is_production"], p["confirm_target"])
         report = environment_sync.run(
             source, target, policies=p["policies"], default_policy=p["default_policy"],
@@ -103,8 +117,8 @@ def main():
             masking_email_domain=p["masking_email_domain"], updates=p["updates"], checks=p["checks"],
             verify=p["verify"], lock_timeout=p["lock_timeout"], include_schemas=p["include_schemas"],
             exclude_schemas=p["exclude_schemas"], check_mode=module.check_mode, artifacts_dir=p["artifacts_dir"],
-            report_name=p["report_name"])
-    except (ConfigError, PreflightError, environment_sync.SyncError) as error:
+            report_name=p["report_name"], check_client_tools_first=p["check_client_tools"])
+    except (ConfigError, PreflightError, client_tools.ToolError, environment_sync.SyncError) as error:
         module.fail_json(msg=str(error))
     except masking.MaskingError as error:  # a value the masking could not parse: the transaction was rolled back
         module.fail_json(msg=f"masking failed, the sync was rolled back and the target is unchanged: {error}")
