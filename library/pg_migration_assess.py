@@ -32,6 +32,14 @@ options:
       migration_pg_bin_dir: the directory of pg_dump, pg_restore and psql (default the newest installed). A
       client older than the newer server's major version is refused here, before anything changes.
     type: path
+  extension_substitutes:
+    description: >-
+      migration_extension_substitutes, {extension: {function: SQL body}}: how the target does without an extension
+      its server cannot provide. Such an extension is accepted (and reported as a note) when every function of it
+      that the source's schema uses has a body here; otherwise it is refused, naming the extension, what the
+      schema uses of it and what provides it.
+    type: dict
+    default: {}
 author: pgmigrate maintainers
 """
 
@@ -87,6 +95,7 @@ def main():
             "exclude_schemas": {"type": "list", "elements": "str", "default": []},
             "overwrite": {"type": "bool", "default": True},
             "pg_bin_dir": {"type": "path"},
+            "extension_substitutes": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )
@@ -101,7 +110,8 @@ def main():
             split_tables_larger_than=parse_size(p["split_tables_larger_than"]), schema_mode=p["schema_mode"],
             artifacts_dir=p["artifacts_dir"], exclude_schemas=p["exclude_schemas"],
             include_schemas=p["include_schemas"],
-            check_target=not module.check_mode, overwrite=p["overwrite"], pg_bin_dir=p["pg_bin_dir"])
+            check_target=not module.check_mode, overwrite=p["overwrite"], pg_bin_dir=p["pg_bin_dir"],
+            extension_substitutes=p["extension_substitutes"])
     except (ConfigError, PreflightError, ValueError) as error:
         module.fail_json(msg=str(error))
     # The whole plan and catalog are in report_file; a result of thousands of tables costs Ansible a second.

@@ -55,6 +55,15 @@ options:
       - Directory of pg_dump, pg_restore and psql (default the newest installed). They must be of the newer
         server's major version or newer; an older client is refused before anything changes.
     type: path
+  extension_substitutes:
+    description:
+      - "migration_extension_substitutes, C({extension: {function: SQL body}}). An extension the source uses that the
+        target server cannot provide is left out of the schema (its CREATE EXTENSION and COMMENT ON EXTENSION), and
+        each of its functions the schema uses is created in its place, before the objects that need it, as an SQL
+        function of the given body with the source's function's signature. An extension with no entry here, or a
+        use of it that no body covers, is refused before anything changes."
+    type: dict
+    default: {}
 author: pgmigrate maintainers
 """
 

@@ -17,6 +17,13 @@ options:
   required: {description: Extensions needed whatever the source uses., type: list, elements: str, default: []}
   from_source: {description: Also every extension the source uses., type: bool, default: true}
   create: {description: Create the missing extensions (false only checks)., type: bool, default: true}
+  substitutes:
+    description:
+      - "migration_extension_substitutes, C({extension: {function: SQL body}}). An extension named here that the
+        target server cannot provide is left out (action C(left out)), neither created nor a problem; the
+        assessment checks the substitutes cover what the schema uses, and the copy creates them."
+    type: dict
+    default: {}
 author: pgmigrate maintainers
 """
 
@@ -65,6 +72,7 @@ def main():
             "required": {"type": "list", "elements": "str", "default": []},
             "from_source": {"type": "bool", "default": True},
             "create": {"type": "bool", "default": True},
+            "substitutes": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )
@@ -76,7 +84,7 @@ def main():
     target = open_connection(module, clean_connection(p["target"]), "migration_target")
     try:
         needed = extensions.needed_extensions(source, p["required"], p["from_source"])
-        entries = extensions.plan(needed, target)
+        entries = extensions.plan(needed, target, p["substitutes"])
         lines = extensions.report_lines(entries)
         problems = extensions.problems(entries)
         if problems:

@@ -29,6 +29,13 @@ options:
   query_slower_factor: {description: How much slower than on the source a query may be on the target., type: float, default: 2.0}
   required_indexes: {description: "Indexes that must exist and be valid: list of {name, table}.", type: list, elements: dict, default: []}
   added_extensions: {description: "Extensions the run creates on purpose: reported as added when the source lacks them, not as differences.", type: list, elements: str, default: []}
+  extension_substitutes:
+    description: >-
+      migration_extension_substitutes, {extension: {function: SQL body}}: an extension of the source named here
+      that the target lacks and the target server cannot provide is reported as substituted (with the functions in
+      its place), not as missing.
+    type: dict
+    default: {}
   database_settings_carried: {description: "False when the copy left the database's settings (ALTER DATABASE/ROLE ... SET): one missing in the target is then a warning, not a difference.", type: bool, default: true}
   database_settings_skipped: {description: "Settings the copy never carries (migration_database_settings_skipped): a difference in one is a warning.", type: list, elements: str, default: []}
   artifacts_dir: {description: Where the reports are written., type: path, required: true}
@@ -90,6 +97,7 @@ def main():
             "query_slower_factor": {"type": "float", "default": 2.0},
             "required_indexes": {"type": "list", "elements": "dict", "default": []},
             "added_extensions": {"type": "list", "elements": "str", "default": []},
+            "extension_substitutes": {"type": "dict", "default": {}},
             "database_settings_carried": {"type": "bool", "default": True},
             "database_settings_skipped": {"type": "list", "elements": "str", "default": []},
             "artifacts_dir": {"type": "path", "required": True},
@@ -112,6 +120,7 @@ def main():
             encrypted_columns=p["encrypted_columns"], performance_queries=p["performance_queries"],
             query_limit_seconds=p["query_limit_seconds"], query_slower_factor=p["query_slower_factor"],
             required_indexes=p["required_indexes"], added_extensions=p["added_extensions"],
+            extension_substitutes=p["extension_substitutes"],
             database_settings_carried=p["database_settings_carried"],
             database_settings_skipped=p["database_settings_skipped"], progress_file=p["progress_file"])
     except (ConfigError, PreflightError, ValidationError, ValueError) as error:

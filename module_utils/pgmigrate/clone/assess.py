@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..common import catalog as catalog_module
+from ..common import extension_substitutes as extension_substitutes_module
 from ..common import planner, preflight
 from ..common.connection import describe
 from . import completion, state
@@ -23,9 +24,10 @@ def _read_pg_stats(source, exclude_schemas):
 def assess(source, target=None, documented_order=None, workers=4, split_tables_larger_than=1 << 30,
            schema_mode="copy", artifacts_dir=None, exclude_schemas=(), include_schemas=(),
            throughput_bytes_per_second=planner.DEFAULT_THROUGHPUT_BYTES_PER_SECOND, check_target=False,
-           overwrite=True, pg_bin_dir=None):
+           overwrite=True, pg_bin_dir=None, extension_substitutes=None):
     """check_target: fail here, before any later phase changes the target (the extensions phase creates
-    extensions), when the target lacks an extension the source uses, or when schema mode copy would meet
+    extensions), when the target lacks an extension the source uses that extension_substitutes
+    (migration_extension_substitutes) does not say how to do without, or when schema mode copy would meet
     tables already in the target that no unfinished or completed run of this tool put there and
     overwrite (migration_target_overwrite) is false. pg_bin_dir: migration_pg_bin_dir (client_tools)."""
     preflight.use_client_tools(pg_bin_dir)
@@ -52,14 +54,25 @@ def assess(source, target=None, documented_order=None, workers=4, split_tables_l
             preflight.check_versions(source_identity, target_identity)
             preflight.check_client_tools(source_identity, target_identity)
             preflight.check_target_rights(tconn, target, catalog["schemas"], schema_mode)
+            missing = preflight.missing_extensions(tconn, catalog["extensions"])
             target_report = {
                 "server_version_num": target_identity["server_version_num"],
-                "missing_extensions": preflight.missing_extensions(tconn, catalog["extensions"]),
+                "missing_extensions": missing,
                 "existing_tables": preflight.existing_user_tables(tconn, catalog["schemas"]),
+                "extension_substitutes": None,
             }
             if check_target:
-                preflight.check_extensions(tconn, catalog, target)
+                substitution = preflight.check_extensions(tconn, catalog, target, extension_substitutes,
+                                                          source=source, exclude_schemas=exclude_schemas)
                 preflight.check_collations(tconn, collations, target)
+            else:  # check mode: reported, not refused
+                substitution = preflight.substitution_plan(missing, extension_substitutes, source=source,
+                                                           exclude_schemas=exclude_schemas) if missing else None
+            if substitution and substitution["left_out"]:
+                target_report["extension_substitutes"] = {
+                    "left_out": substitution["left_out"], "notes": substitution_notes(substitution),
+                    "functions": [{k: f[k] for k in ("extension", "function", "body")}
+                                  for f in substitution["functions"]]}
             if check_target and not overwrite and schema_mode == "copy" and target_report["existing_tables"]:
                 check_target_empty_or_ours(tconn, target, target_report["existing_tables"], source_identity,
                                            target_identity, artifacts_dir)
@@ -127,6 +140,12 @@ def check_target_empty_or_ours(tconn, target, present, source_identity, target_i
         "replace them, or use migration_schema_mode=existing if the application created the schema.")
 
 
+def substitution_notes(substitution):
+    """The notes of extension_substitutes, and what still refuses the run (check mode reports it)."""
+    problem = extension_substitutes_module.problem(substitution)
+    return extension_substitutes_module.notes(substitution) + ([f"refused: {problem}"] if problem else [])
+
+
 # The console's plan names a level's largest tables only; assessment.txt names every table.
 TABLES_SHOWN_PER_LEVEL = 10
 
@@ -170,6 +189,8 @@ def plan_lines(report, schema_mode, tables_per_level=None):
     if target:
         if target["missing_extensions"]:
             lines.append("Target lacks extensions: " + ", ".join(target["missing_extensions"]))
+        substitutes = target.get("extension_substitutes")
+        lines.extend(f"Note: {note}" for note in (substitutes["notes"] if substitutes else []))
         if target["existing_tables"]:
             lines.append(f"Target already has {len(target['existing_tables'])} table(s) in the schemas to migrate")
     return lines

@@ -21,7 +21,7 @@ import time
 import uuid
 
 from ..common import catalog as catalog_module
-from ..common import planner, preflight
+from ..common import extension_substitutes, planner, preflight
 from . import completion, copy_options, resume, run_guard, source_sessions, state
 from .data_step import DataStep
 from .errors import MigrationError, SourceStreamError
@@ -156,7 +156,11 @@ class Engine:
         # the snapshot holder keeps its locks for the whole run.
         with source_sessions.session_in_snapshot(run.source, run.snapshot_id, "pgmigrate catalog") as conn:
             run.catalog = catalog_module.read_catalog(conn, opts["exclude_schemas"], opts["include_schemas"])
-        preflight.check_extensions(target_conn, run.catalog, run.target)
+        run.extension_substitution = preflight.check_extensions(
+            target_conn, run.catalog, run.target, opts["extension_substitutes"], source_conn=run.snapshot_conn,
+            exclude_schemas=opts["exclude_schemas"])
+        for note in extension_substitutes.notes(run.extension_substitution or {"left_out": []}):
+            run.event(note)
         preflight.check_collations(target_conn, preflight.icu_collations(run.snapshot_conn), run.target)
         preflight.check_target_rights(target_conn, run.target, run.catalog["schemas"], opts["schema_mode"])
         self.target_checks.read_large_objects()

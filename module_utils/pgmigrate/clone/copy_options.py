@@ -33,6 +33,7 @@ OPTIONS = {
     "database_settings": {"type": "bool", "default": True},
     "database_settings_skipped": {"type": "list", "elements": "str", "default": []},
     "pg_bin_dir": {"type": "path", "default": None},
+    "extension_substitutes": {"type": "dict", "default": {}},
 }
 # Options given as sizes ("1GB", "512 MB", bytes): the engine takes bytes.
 SIZE_OPTIONS = ("split_tables_larger_than",)

@@ -1,6 +1,8 @@
 """The plan's phase 3, "Target Database Preparation": the extensions the target needs.
 
-Needed: the plan's own list (uuid-ossp, pgcrypto) and every extension the source uses. For each, the
+Needed: the plan's own list (uuid-ossp, pgcrypto) and every extension the source uses. One the target
+server cannot provide that the application profile substitutes (migration_extension_substitutes) is left
+out instead (common/extension_substitutes.py). For each, the
 target server must offer it (pg_available_extension_versions) at the source's version, and the target's
 login must have the right to create it (a superuser, or a trusted extension and CREATE on the
 database). Everything is checked before anything is created, so a missing package or right is a clear
@@ -51,8 +53,11 @@ def needed_extensions(source_conn, required=(), from_source=True):
     return dict(sorted(needed.items()))
 
 
-def plan(needed, target_conn):
-    """One entry per needed extension: what the target has, what will be done, and the problem (if any)."""
+def plan(needed, target_conn, substitutes=None):
+    """One entry per needed extension: what the target has, what will be done, and the problem (if any).
+    substitutes (migration_extension_substitutes): extensions that, when the target server cannot provide them,
+    are left out (the assessment checked that their substitutes cover what the schema uses; the copy creates
+    those), not created and not a problem."""
     with target_conn.cursor() as cur:
         cur.execute(TARGET_STATE, (list(needed),))
         state = {row[0]: row[1:] for row in cur.fetchall()}
@@ -67,6 +72,11 @@ def plan(needed, target_conn):
                  "target_default_version": None, "target_installed_version": None, "action": "none",
                  "problem": None, "note": None}
         entries.append(entry)
+        if name not in state and name in (substitutes or {}):
+            entry["action"] = "left out"
+            entry["note"] = ("not available on the target server: the copy leaves it out and creates in its place "
+                             "what migration_extension_substitutes gives")
+            continue
         if name not in state:
             entry["problem"] = (
                 f"extension {name} is not available on the target server: install its package there "

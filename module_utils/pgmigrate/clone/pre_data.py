@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from psycopg2 import sql
 
 from . import state
-from .schema import find_tool, pin_extension_versions, restore_args, run_sql_script, run_tool
+from .schema import find_tool, pin_extension_versions, restore_args, run_sql_script, run_tool, with_substitutes
 
 PARALLEL_MIN_TABLES = 200
 # Sessions creating files at once: beyond a few, they wait on the same filesystem.
@@ -127,8 +127,10 @@ class StepRestore:
     """Runs the plan's steps not yet done, each one transaction recording itself done."""
 
     def __init__(self, target, dump_path, run_id, no_owner=True, no_privileges=True, extension_versions=None,
-                 quote=None):
+                 quote=None, substitutes_sql=""):
         self.target, self.dump_path, self.run_id = target, dump_path, run_id
+        # The substitutes of the extensions left out (the plan's TOC lines lack them), created in step "first".
+        self.substitutes_sql = substitutes_sql
         self.options = restore_args(no_owner, no_privileges)
         self.extension_versions = extension_versions or {}
         self.quote = quote  # sql.Composable -> str, from a connection (the state's values)
@@ -150,7 +152,7 @@ class StepRestore:
                           + self.options + [self.dump_path], self.target,
                           f"reading the pre-data step {name} of the schema dump").decode()
         if name == "first":
-            script = pin_extension_versions(script, self.extension_versions)
+            script = with_substitutes(pin_extension_versions(script, self.extension_versions), self.substitutes_sql)
         script += "\n" + self.quote(sql.SQL("INSERT INTO {}.done (run_id, step) VALUES ({}, {});\n").format(
             sql.Identifier(state.STATE_SCHEMA), sql.Literal(self.run_id), sql.Literal(STEP_PREFIX + name)))
         run_sql_script(self.target, script, f"restoring the source's schema (pre-data, step {name}) into the target")

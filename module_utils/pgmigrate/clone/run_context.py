@@ -29,6 +29,9 @@ class CopyRun:
         self.snapshot_id = None
         self.source_sessions = None
         self.catalog = None
+        # What the copy leaves out and creates instead of extensions the target server cannot provide
+        # (common/extension_substitutes.plan; None: the target has every extension the source uses).
+        self.extension_substitution = None
         self.plan = None
         self.large_objects = []
         self.settings_to_apply = []  # the database's settings to carry (common/database_settings)

@@ -10,6 +10,7 @@ soon as the table's data is in, everything else follows in the dump's order, for
 import re
 import subprocess
 
+from ..common import extension_substitutes
 from ..common.client_tools import ToolError, find_tool  # noqa: F401 - the engine's names for them
 from ..common.connection import libpq_environment
 
@@ -75,17 +76,34 @@ def pin_extension_versions(script, versions):
 SCHEMA_TOC_ENTRY = re.compile(r"^\d+; \d+ \d+ SCHEMA - (?P<name>\S+) ")
 
 
-def toc_lines(target, dump_path, existing_schemas=()):
+def toc_lines(target, dump_path, existing_schemas=(), left_out_extensions=()):
     """The dump's table of contents (pg_restore --list), a line each, without the CREATE SCHEMA entries of
     schemas the target already has: a dump limited with --schema public holds CREATE SCHEMA public, which
-    every database already has."""
+    every database already has; and without the CREATE EXTENSION and COMMENT ON EXTENSION entries of the
+    extensions left out (the target server cannot provide them: extension_substitutes)."""
     listing = run_tool([find_tool("pg_restore"), "--list", dump_path], target, "listing the schema dump").decode()
-    return _without_schemas(listing.splitlines(), existing_schemas)
+    return _without_schemas(listing.splitlines(), existing_schemas, left_out_extensions)
 
 
-def _without_schemas(lines, existing_schemas):
+def _without_schemas(lines, existing_schemas, left_out_extensions=()):
     return [line for line in lines
-            if not ((match := SCHEMA_TOC_ENTRY.match(line)) and match["name"] in existing_schemas)]
+            if not ((match := SCHEMA_TOC_ENTRY.match(line)) and match["name"] in existing_schemas)
+            and not (left_out_extensions and extension_substitutes.left_out_toc_line(line, left_out_extensions))]
+
+
+def with_substitutes(script, substitutes_sql):
+    """A pre-data script with the substitutes of the extensions left out (CREATE FUNCTION ...) written before
+    its first entry that is not a schema (or a schema's comment): where pg_dump puts extensions, after the
+    schemas they live in and before everything that may use them."""
+    if not substitutes_sql:
+        return script
+    block = "\n--\n-- pgmigrate: in place of extensions the target server cannot provide\n--\n\n" \
+        + substitutes_sql + "\n\n"
+    for match in HEADER.finditer(script):
+        if match["type"] == "SCHEMA" or (match["type"] in ("COMMENT", "ACL") and match["name"].startswith("SCHEMA ")):
+            continue
+        return script[:match.start()] + block + script[match.start():]
+    return script + block
 
 
 def run_sql_script(target, script, what):
@@ -94,10 +112,10 @@ def run_sql_script(target, script, what):
               "--dbname", target["dbname"], "--file", "-"], target, what, stdin=script.encode())
 
 
-def toc_without_schemas(target, dump_path, existing_schemas):
+def toc_without_schemas(target, dump_path, existing_schemas, left_out_extensions=()):
     """toc_lines written beside the dump, for --use-list; None when nothing is left out."""
     listing = toc_lines(target, dump_path)
-    kept = _without_schemas(listing, existing_schemas)
+    kept = _without_schemas(listing, existing_schemas, left_out_extensions)
     if len(kept) == len(listing):
         return None
     path = dump_path + ".pre-data.list"
@@ -107,16 +125,19 @@ def toc_without_schemas(target, dump_path, existing_schemas):
 
 
 def restore_pre_data(target, dump_path, no_owner=True, no_privileges=True, extension_versions=None,
-                     existing_schemas=()):
+                     existing_schemas=(), left_out_extensions=(), substitutes_sql=""):
     """Restore the pre-data section in one transaction: all of it or nothing.
 
     extension_versions ({name: version}): extensions the restore itself creates (their schema did not
     exist before it) at the source's version instead of the target's default: the script then goes
     through psql with those versions written into it. existing_schemas: schemas the target has already,
-    whose CREATE SCHEMA is left out."""
-    toc = toc_without_schemas(target, dump_path, set(existing_schemas)) if existing_schemas else None
+    whose CREATE SCHEMA is left out. left_out_extensions: extensions whose CREATE EXTENSION and COMMENT ON
+    EXTENSION are left out, substitutes_sql (their substitutes, CREATE FUNCTION ...) written in their place
+    (with_substitutes)."""
+    toc = toc_without_schemas(target, dump_path, set(existing_schemas), left_out_extensions) \
+        if existing_schemas or left_out_extensions else None
     selection = ["--use-list", toc] if toc else []
-    if not extension_versions:
+    if not extension_versions and not substitutes_sql:
         args = [find_tool("pg_restore"), "--section=pre-data", "--single-transaction", "--exit-on-error",
                 "--dbname", target["dbname"]] + restore_args(no_owner, no_privileges) + selection + [dump_path]
         run_tool(args, target, "restoring the source's schema (pre-data) into the target")
@@ -124,7 +145,7 @@ def restore_pre_data(target, dump_path, no_owner=True, no_privileges=True, exten
     args = [find_tool("pg_restore"), "--section=pre-data", "--file", "-"] + restore_args(
         no_owner, no_privileges) + selection + [dump_path]
     script = run_tool(args, target, "reading the pre-data section of the schema dump").decode()
-    run_sql_script(target, pin_extension_versions(script, extension_versions),
+    run_sql_script(target, with_substitutes(pin_extension_versions(script, extension_versions or {}), substitutes_sql),
                    "restoring the source's schema (pre-data) into the target")
 
 

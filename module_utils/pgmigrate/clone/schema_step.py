@@ -98,12 +98,15 @@ class SchemaStep:
                 pre_data.StepRestore(
                     self.run.target, dump_path, self.run.run_id, opts["no_owner"], opts["no_privileges"],
                     self._extension_versions_to_pin(conn), quote=lambda composed: composed.as_string(conn),
+                    substitutes_sql=self._substitutes_sql(),
                 ).run(steps_plan, self.run.done)
             # In one transaction; if it committed before a crash, the tables exist.
             elif not preflight.existing_user_tables(conn, self.run.catalog["schemas"]):
                 schema.restore_pre_data(self.run.target, dump_path, self.run.options["no_owner"],
                                         self.run.options["no_privileges"], self._extension_versions_to_pin(conn),
-                                        existing_schemas=self._target_schemas(conn))
+                                        existing_schemas=self._target_schemas(conn),
+                                        left_out_extensions=self._left_out_extensions(),
+                                        substitutes_sql=self._substitutes_sql())
             with conn.cursor() as cur:
                 state.mark_done(cur, self.run.run_id, "schema:pre-data")
             conn.commit()
@@ -126,13 +129,22 @@ class SchemaStep:
                 "migration_restart=true to copy again from the start")
 
         def make():
-            listing = schema.toc_lines(self.run.target, dump_path, self._target_schemas(conn))
+            listing = schema.toc_lines(self.run.target, dump_path, self._target_schemas(conn),
+                                       self._left_out_extensions())
             with source_sessions.session_in_snapshot(self.run.source, self.run.snapshot_id, "pgmigrate pre-data plan") \
                     as source_conn, source_conn.cursor() as cur:
                 cur.execute(pre_data.WAVE_RELATIONS)
                 relations = dict(cur.fetchall())
             return pre_data.plan(listing, relations, min(self.run.options["workers"], pre_data.MAX_GROUPS))
         return pre_data.load_or_make(path, make)
+
+    def _left_out_extensions(self):
+        """The extensions the target server cannot provide that the profile's substitutes stand in for."""
+        return tuple((self.run.extension_substitution or {}).get("left_out", ()))
+
+    def _substitutes_sql(self):
+        """Their substitutes' CREATE FUNCTION statements, created with the schema before what uses them."""
+        return "\n".join(f["sql"] for f in (self.run.extension_substitution or {}).get("functions", ()))
 
     def _extension_versions_to_pin(self, conn):
         """{name: source version} of the extensions the pre-data restore will create (the target lacks

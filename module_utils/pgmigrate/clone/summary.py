@@ -4,6 +4,7 @@ import json
 import os
 import time
 
+from ..common import extension_substitutes
 from ..common.connection import describe
 
 
@@ -52,6 +53,8 @@ class RunSummary:
                 {"role": s["role"], "name": s["name"], "value": s["value"]} for s in run.settings_to_apply],
             "plan": {"levels": run.plan["levels"], "cycles": run.plan["cycles"],
                      "self_references": run.plan["self_references"]} if run.plan else None,
+            # How the schema differs from the source's: extensions left out, substitutes in their place.
+            "extension_substitutes": extension_substitutes.notes(run.extension_substitution or {"left_out": []}),
             "warnings": run.warnings,
             "events": run.events[-200:],
             "run_dir": run.run_dir,

@@ -3,7 +3,7 @@
 import psycopg2
 import psycopg2.errors
 
-from . import client_tools
+from . import client_tools, extension_substitutes
 from .catalog import STATE_SCHEMA, excluded_schemas
 from .connection import ConfigError, connect_or_raise, describe
 from .errors import PgmigrateError
@@ -110,21 +110,53 @@ def missing_extensions(target_conn, extensions):
     return missing
 
 
-def check_extensions(target_conn, catalog, target):
+def check_extensions(target_conn, catalog, target, substitutes=None, source_conn=None, source=None,
+                     exclude_schemas=()):
+    """Refuse, before anything changes, an extension the source uses that the target server cannot provide,
+    unless the application profile's substitutes (migration_extension_substitutes: {extension: {function: SQL
+    body}}) say how the target does without it and cover every use the source's schema makes of it
+    (extension_substitutes). Returns extension_substitutes.plan's result (None when nothing is missing): what
+    the copy leaves out and creates instead. The source is read on source_conn, else on a connection to source."""
     missing = missing_extensions(target_conn, catalog["extensions"])
-    if missing:
-        with target_conn.cursor() as cur:
-            cur.execute("SELECT current_setting('server_version_num')::int / 10000")
-            major = cur.fetchone()[0]
-        target_conn.rollback()
+    if not missing:
+        return None
+    with target_conn.cursor() as cur:
+        cur.execute("SELECT current_setting('server_version_num')::int / 10000")
+        major = cur.fetchone()[0]
+    target_conn.rollback()
+    result = substitution_plan(missing, substitutes, source_conn, source, exclude_schemas)
+    if extension_substitutes.problem(result):
+        refused = result["unsubstituted"] + sorted({item["extension"] for item in result["uncovered"]})
+        uncovered = ""
+        if result["uncovered"]:
+            uncovered = (" The application profile's substitutes (migration_extension_substitutes) do not cover "
+                         "what the schema uses: " + "; ".join(
+                             f"{item['member']} of {item['extension']} (used by "
+                             f"{extension_substitutes.shown(item['used_by'])})" for item in result["uncovered"])
+                         + ".")
         raise PreflightError(
             f"The target server {describe(target)} (PostgreSQL {major}) lacks extension(s) the source uses: "
-            f"{', '.join(missing)}. Nothing was changed. Install them on the target server before migrating: "
-            f"PostgreSQL's own (contrib: uuid-ossp, pgcrypto, hstore, ...) come with its contrib package "
+            f"{', '.join(refused)}. Nothing was changed.{uncovered} Install them on the target server before "
+            f"migrating: PostgreSQL's own (contrib: uuid-ossp, pgcrypto, hstore, ...) come with its contrib package "
             f"(Debian: postgresql-{major}; RHEL: postgresql{major}-contrib), others with their own (Debian: "
             f"postgresql-{major}-<name>). An application using uuid-ossp or pgcrypto only for random UUIDs can "
-            "do without them: gen_random_uuid() is built in since PostgreSQL 13."
-        )
+            "do without them: gen_random_uuid() is built in since PostgreSQL 13; say so in "
+            "migration_extension_substitutes (the application profile's), e.g. {uuid-ossp: {uuid_generate_v4: "
+            "SELECT pg_catalog.gen_random_uuid()}, pgcrypto: {}}.")
+    return result
+
+
+def substitution_plan(missing, substitutes, source_conn=None, source=None, exclude_schemas=()):
+    """extension_substitutes.plan for the extensions the target lacks (missing), reading the source on
+    source_conn or, when only some are substituted, on a connection of its own to source."""
+    if not missing or not any(name in (substitutes or {}) for name in missing):
+        return extension_substitutes.plan(None, missing, substitutes, exclude_schemas)
+    conn = source_conn or connect_or_explain(source, "migration_source", "pgmigrate extension substitutes")
+    try:
+        return extension_substitutes.plan(conn, missing, substitutes, exclude_schemas)
+    finally:
+        if source_conn is None:
+            conn.close()
 
 
 def icu_collations(source_conn):

@@ -2,7 +2,8 @@
 
 A spec maps each setting's name to what it accepts: {type, min, max, choices, accepts}. Types:
 int, bool, str, choice, size (bytes or a number with kB/MB/GB/TB), duration (PostgreSQL: a number of
-milliseconds or a number with us/ms/s/min/h/d), list (of strings), order (list of {table, level}).
+milliseconds or a number with us/ms/s/min/h/d), list (of strings), order (list of {table, level}),
+substitutes (mapping {extension: {function: SQL body}}, a body-less extension {} or empty).
 Values given with -e arrive as strings ("0", "abc", "true"): each type reads them as Ansible does.
 Every problem is one message naming the variable, its value and what is accepted.
 """
@@ -30,6 +31,8 @@ TYPE_WORDS = {
     "choice": "a string",
     "list": "a list of names (e.g. [public, sales])",
     "order": "a list of {table: name, level: number}",
+    "substitutes": "a mapping {extension: {function: SQL body}} (e.g. {uuid-ossp: {uuid_generate_v4: SELECT "
+                   "pg_catalog.gen_random_uuid()}, pgcrypto: {}})",
 }
 
 
@@ -87,8 +90,20 @@ def as_order(value):
     return value
 
 
+def as_substitutes(value):
+    good = isinstance(value, dict) and all(
+        isinstance(extension, str) and extension and (
+            functions is None or isinstance(functions, dict) and all(
+                isinstance(name, str) and name and isinstance(body, str) and body.strip()
+                for name, body in functions.items()))
+        for extension, functions in value.items())
+    if not good:
+        raise SettingError(TYPE_WORDS["substitutes"])
+    return value
+
+
 READERS = {"int": as_int, "bool": as_bool, "size": as_size, "duration": as_duration, "str": as_str,
-           "list": as_list, "order": as_order, "choice": as_str}
+           "list": as_list, "order": as_order, "choice": as_str, "substitutes": as_substitutes}
 
 
 def accepted(rule):

@@ -14,7 +14,7 @@ class ValidationRun:
 
     def __init__(self, source, target, *, workers, sample_limit, exclude_schemas, include_schemas,
                  sequences_exact, checks, added_extensions, database_settings_carried, database_settings_skipped,
-                 progress):
+                 progress, extension_substitutes=None):
         self.source = source
         self.target = target
         self.workers = max(1, int(workers))
@@ -25,6 +25,9 @@ class ValidationRun:
         self.enabled = set(checks or ("schema", "row_counts", "content", "orphans", "sequences"))
         # Extensions the run creates on the target on purpose (extensions_required): reported as added.
         self.added_extensions = set(added_extensions or ())
+        # How the target does without extensions its server cannot provide (migration_extension_substitutes):
+        # such an extension of the source is reported as substituted, not as missing.
+        self.extension_substitutes = dict(extension_substitutes or {})
         # False when the copy left the database's settings (migration_copy_database_settings=false):
         # a setting missing in the target is then reported as not carried, not as a difference.
         self.database_settings_carried = bool(database_settings_carried)

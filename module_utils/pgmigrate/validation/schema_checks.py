@@ -77,10 +77,11 @@ class SchemaChecks:
                              f"{dst['server_major']}, compared without the qualifiers of their names")
         by_table = {}
         added = self._added_extensions(src, dst, check)
+        substituted = self._substituted_extensions(src, dst, check)
         for kind in ("tables", "columns", "constraints", "indexes", "triggers", "views", "extensions"):
             for key in sorted(set(src[kind]) | set(dst[kind])):
                 a, b = src[kind].get(key), dst[kind].get(key)
-                if a == b or (kind == "extensions" and key[1] in added):
+                if a == b or (kind == "extensions" and key[1] in added | substituted):
                     continue
                 owner = key[0] if kind != "extensions" else "(database)"
                 label = " ".join(str(k) for k in key[1:]) if kind not in ("tables", "views", "extensions") \
@@ -100,6 +101,9 @@ class SchemaChecks:
                                    "differences": differences})
         compared = len(src["tables"])
         added_note = f"; extension(s) added by the run: {', '.join(sorted(added))}" if added else ""
+        if substituted:
+            added_note += (f"; extension(s) the target server cannot provide, substituted as "
+                           f"migration_extension_substitutes says: {', '.join(sorted(substituted))}")
         return _finish(check, started, f"{compared} tables and their objects identical{added_note}{versions_note}",
                        lambda f: f"{sum(len(i['differences']) for i in f)} difference(s) in " +
                                  ", ".join(i["table"] for i in f))
@@ -114,6 +118,39 @@ class SchemaChecks:
             check["items"].append({"table": "(database)", "status": "pass",
                                    "detail": f"extension {name} {version} added by the run (not in the source)"})
         return added
+
+
+    def _substituted_extensions(self, src, dst, check):
+        """The source's extensions the target lacks, whose server cannot provide them, and that the profile
+        substitutes (migration_extension_substitutes): each a passing item naming the functions in its place
+        (those of its substitute's names the target has, outside any extension), never a difference."""
+        candidates = sorted(key[1] for key in set(src["extensions"]) - set(dst["extensions"])
+                            if key[1] in self.run.extension_substitutes)
+        if not candidates:
+            return set()
+        with self.run.dst_pool.reading("reading the substitutes of extensions") as conn, conn.cursor() as cur:
+            cur.execute("SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (candidates,))
+            available = {row[0] for row in cur.fetchall()}
+            substituted = [name for name in candidates if name not in available]
+            found = {}
+            for name in substituted:
+                functions = sorted(self.run.extension_substitutes[name] or {})
+                cur.execute("""
+                    SELECT pg_describe_object('pg_proc'::regclass, p.oid, 0) FROM pg_proc p
+                    JOIN pg_namespace n ON n.oid = p.pronamespace
+                    WHERE p.proname = ANY(%s) AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                                      AND d.objid = p.oid AND d.deptype = 'e')
+                    ORDER BY 1""", (functions,))
+                found[name] = [row[0] for row in cur.fetchall()]
+        for name in substituted:
+            version = src["extensions"][("(database)", name)][0]
+            instead = (f"in its place: {', '.join(found[name])}" if found[name]
+                       else "nothing in its place (the schema uses none of its functions)")
+            check["items"].append({"table": "(database)", "status": "pass", "detail": (
+                f"extension {name} {version} of the source left out: the target server cannot provide it, and "
+                f"migration_extension_substitutes says how the target does without it; {instead}")})
+        return set(substituted)
 
 
 def schema_objects(pool, exclude_schemas=()):

@@ -40,12 +40,13 @@ class Validator:
 
     def __init__(self, source, target, workers=4, sample_limit=20, exclude_schemas=(), include_schemas=(),
                  sequences_exact=True, checks=None, added_extensions=(), database_settings_carried=True,
-                 database_settings_skipped=(), progress=None):
+                 database_settings_skipped=(), progress=None, extension_substitutes=None):
         self.context = ValidationRun(
             source, target, workers=workers, sample_limit=sample_limit, exclude_schemas=exclude_schemas,
             include_schemas=include_schemas, sequences_exact=sequences_exact, checks=checks,
             added_extensions=added_extensions, database_settings_carried=database_settings_carried,
-            database_settings_skipped=database_settings_skipped, progress=progress)
+            database_settings_skipped=database_settings_skipped, progress=progress,
+            extension_substitutes=extension_substitutes)
         self.catalogs = CatalogStep(self.context)
         self.schema_checks = SchemaChecks(self.context)
         self.row_checks = RowChecks(self.context, DifferingRows(self.context))

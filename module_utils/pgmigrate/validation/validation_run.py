@@ -30,13 +30,14 @@ def _validate_and_report(source, target, directory, progress, checks=None, worke
                          sequences_exact=True, include_schemas=(), exclude_schemas=(), password_hash_columns=(),
                          encrypted_columns=(), performance_queries=(), query_limit_seconds=5.0,
                          query_slower_factor=2.0, required_indexes=(), added_extensions=(),
-                         database_settings_carried=True, database_settings_skipped=()):
+                         database_settings_carried=True, database_settings_skipped=(), extension_substitutes=None):
     started = time.monotonic()
     for params, variable in ((source, "migration_source"), (target, "migration_target")):
         _with_connection(params, variable, lambda conn: None)
     result = Validator(source, target, workers=workers, sample_limit=sample_limit,
                        include_schemas=include_schemas, exclude_schemas=exclude_schemas,
                        sequences_exact=sequences_exact, checks=checks, added_extensions=added_extensions,
+                       extension_substitutes=extension_substitutes,
                        database_settings_carried=database_settings_carried,
                        database_settings_skipped=database_settings_skipped, progress=progress).run()
     if password_hash_columns or encrypted_columns or required_indexes or performance_queries:
