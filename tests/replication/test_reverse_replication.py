@@ -122,6 +122,7 @@ def test_rollback_in_the_reverse_window_keeps_every_write_of_the_new_database(pa
                      "generate_series(1, 50) g")
         reported = zero_downtime(inventory)
         assert reported.returncode == 0, reported.stdout[-4000:]
+        assert "Write freeze:" not in reported.stdout and "Zero-downtime migration done" not in reported.stdout
         assert "window until" in reported.stdout and "Plan: replicate" not in reported.stdout
         rolled_back = rollback(inventory)
         assert rolled_back.returncode == 0, rolled_back.stdout[-4000:] + rolled_back.stderr[-2000:]
@@ -170,6 +171,8 @@ def test_the_reverse_window_ends_by_finalize_or_by_its_time(scratch, source_serv
         finalized = zero_downtime(inventory, "-e", "zero_downtime_finalize=true")
         assert finalized.returncode == 0, finalized.stdout[-3000:]
         assert "the migration is final" in finalized.stdout
+        # Nothing after the finalize: no cutover, no second finish.
+        assert "Write freeze:" not in finalized.stdout and "Zero-downtime migration done" not in finalized.stdout
         assert every_replication_object(src, dst) == {
             side: {"publications": [], "slots": [], "subscriptions": []} for side in ("source", "target")}
         assert refuses_writes(src) and not refuses_writes(dst)

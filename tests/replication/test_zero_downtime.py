@@ -276,7 +276,10 @@ def test_stopping_before_the_switch_leaves_the_source_as_it_was(replication_pair
     assert replication_objects(src, dst)["slots"]
     assert run_sql(src, "SELECT relreplident FROM pg_class WHERE oid = 'extra.keyless_log'::regclass",
                    fetch=True) == [("f",)]
+    # The stop with the inventory of a real run (zero_downtime_cutover left true): it must not cut over.
+    inventory = write_inventory(tmp_path, src, dst, settings)
     stopped = zero_downtime(inventory, "-e", "zero_downtime_abort=true")
+    assert "Write freeze:" not in stopped.stdout and "Zero-downtime migration done" not in stopped.stdout
     assert stopped.returncode == 0, stopped.stdout[-4000:]
     assert "Stopped before the switch; the source is as it was." in stopped.stdout
     source_is_as_it_was()
