@@ -15,17 +15,7 @@ class ReplicationObjects:
         self.context = context
 
     def publication(self, src):
-        with src.cursor() as cur:
-            cur.execute("SELECT p.oid, obj_description(p.oid, 'pg_publication') FROM pg_publication p "
-                        "WHERE p.pubname = %s", (self.context.name,))
-            row = cur.fetchone()
-        if not row:
-            return None
-        try:
-            record = json.loads(row[1] or "{}")
-        except ValueError:
-            record = {}
-        return {"oid": row[0], "record": record}
+        return read_publication(src, self.context.name)
 
     def slots(self, src, subscription_oid=None):
         """Our slot and, while the initial sync runs, the table sync slots of our subscription."""
@@ -48,3 +38,18 @@ class ReplicationObjects:
     def comment_publication(self, cur, record):
         cur.execute(sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
             sql.Identifier(self.context.name), sql.Literal(json.dumps(record, sort_keys=True))))
+
+
+def read_publication(conn, name):
+    """A publication of the run ({"oid", "record": its comment's JSON}) or None."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT p.oid, obj_description(p.oid, 'pg_publication') FROM pg_publication p "
+                    "WHERE p.pubname = %s", (name,))
+        row = cur.fetchone()
+    if not row:
+        return None
+    try:
+        record = json.loads(row[1] or "{}")
+    except ValueError:
+        record = {}
+    return {"oid": row[0], "record": record}

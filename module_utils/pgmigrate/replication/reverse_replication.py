@@ -28,6 +28,7 @@ from ..common.session import quiet_statement_logging
 from ..common.units import human_bytes
 from .errors import FreezeAbandoned, LogicalError
 from .names import MAX_IDENTIFIER, REVERSE_PREFIX, TOOL_MARK, conninfo, object_name
+from .replication_objects import read_publication
 from .sync_step import subscription_errors
 
 WITHOUT_IT = "or set zero_downtime_reverse_window_hours=0 (the old source is then retired at the cutover, and a " \
@@ -314,17 +315,7 @@ class ReverseReplication:
                 time.sleep(0.2)
 
     def publication(self, conn):
-        with conn.cursor() as cur:
-            cur.execute("SELECT oid, obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",
-                        (self.name,))
-            row = cur.fetchone()
-        if not row:
-            return None
-        try:
-            record = json.loads(row[1] or "{}")
-        except ValueError:
-            record = {}
-        return {"oid": row[0], "record": record}
+        return read_publication(conn, self.name)
 
     def _comment(self, cur, record):
         cur.execute(sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(

@@ -66,9 +66,14 @@ class SourceReadOnly:
 
     def restore_setting(self, cur, previous):
         """default_transaction_read_only back to what the database had before the run (None: unset)."""
-        database = sql.Identifier(self.context.source["dbname"])
-        if previous is None:
-            cur.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(database))
-        else:
-            cur.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = {}").format(
-                database, sql.Literal(previous)))
+        restore_read_only(cur, self.context.source["dbname"], previous)
+
+
+def restore_read_only(cur, dbname, previous):
+    """A database's default_transaction_read_only back to a value noted before (None: unset)."""
+    database = sql.Identifier(dbname)
+    if previous is None:
+        cur.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(database))
+    else:
+        cur.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = {}").format(
+            database, sql.Literal(previous)))

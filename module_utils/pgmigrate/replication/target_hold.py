@@ -12,6 +12,7 @@ the held time end (they reconnect writable). The hosts still on the source write
 from psycopg2 import sql
 
 from .errors import LogicalError
+from .source_read_only import restore_read_only
 
 
 class TargetHold:
@@ -85,9 +86,4 @@ class TargetHold:
                      if s.startswith("default_transaction_read_only=")), None)
 
     def _restore(self, cur, previous):
-        database = sql.Identifier(self.context.target["dbname"])
-        if previous is None:
-            cur.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(database))
-        else:
-            cur.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = {}").format(
-                database, sql.Literal(previous)))
+        restore_read_only(cur, self.context.target["dbname"], previous)
