@@ -41,6 +41,9 @@ POST_CHECKS_WRITES = {"public.campaign_jobs", "public.report_executions", "publi
                       "public.cohorts", "public.integrations"}
 PLAN_ALERTS = {"CdpDatabaseCpuHigh", "CdpConnectionPoolSaturated", "CdpFailedLoginsHigh",
                "CdpIntegrationTimeoutRateHigh", "CdpScheduledReportFailing", "CdpExporterQueriesFailing"}
+# The zero-downtime run's reverse window (role monitoring_alerts, group pgmigrate-reverse-replication).
+REVERSE_WINDOW_ALERTS = {"PgmigrateReverseReplicationLagging", "PgmigrateReverseReplicationNotStreaming",
+                         "PgmigrateReverseWindowOver"}
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +160,7 @@ def test_prometheus_runs_the_plans_alerting_rules(monitor):
         if rules and all(r.get("health") == "ok" for r in rules) or time.time() > deadline:
             break
         time.sleep(2)
-    assert {r["name"] for r in rules if r["type"] == "alerting"} == PLAN_ALERTS
+    assert {r["name"] for r in rules if r["type"] == "alerting"} == PLAN_ALERTS | REVERSE_WINDOW_ALERTS
     assert all(r.get("health") == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
 
 
