@@ -9,6 +9,7 @@ from psycopg2 import sql
 
 from ..common.connection import describe
 from .errors import LogicalError
+from .replication_objects import drop_subscription
 from .run_state import now, write_json_atomically
 from .switch_file import switch_description
 
@@ -95,21 +96,13 @@ class CleanupStep:
             subscription = self.replication_objects.subscription(dst)
             if subscription:
                 subscription_oid = subscription["oid"]
-                name = sql.Identifier(self.context.name)
                 with dst.cursor() as cur:
-                    if subscription["enabled"]:
-                        cur.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(name))
-                    if subscription["slot"]:
-                        cur.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(name))
-                    cur.execute(sql.SQL("DROP SUBSCRIPTION {}").format(name))
+                    drop_subscription(cur, self.context.name, subscription)
                 done.append(f"subscription {self.context.name} dropped on the target")
         finally:
             dst.close()
         src = self.context.connect("source")
         try:
-            with src.cursor() as cur:
-                # The old source is read-only for new sessions after the switch; this session still writes.
-                cur.execute("SET default_transaction_read_only = off")
             publication = self.replication_objects.publication(src)
             record = publication["record"] if publication else {}
             subscription_oid = subscription_oid or record.get("subscription_oid")

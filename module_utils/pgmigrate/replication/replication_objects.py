@@ -26,14 +26,7 @@ class ReplicationObjects:
             return [{"name": n, "active": a, "pid": p} for n, a, p in cur.fetchall()]
 
     def subscription(self, dst):
-        with dst.cursor() as cur:
-            cur.execute("SELECT s.oid, s.subenabled, s.subslotname, obj_description(s.oid, 'pg_subscription') "
-                        "FROM pg_subscription s WHERE s.subname = %s AND s.subdbid = "
-                        "(SELECT oid FROM pg_database WHERE datname = current_database())", (self.context.name,))
-            row = cur.fetchone()
-        if not row:
-            return None
-        return {"oid": row[0], "enabled": row[1], "slot": row[2], "ours": TOOL_MARK in (row[3] or "")}
+        return read_subscription(dst, self.context.name)
 
     def comment_publication(self, cur, record):
         cur.execute(sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
@@ -53,3 +46,26 @@ def read_publication(conn, name):
     except ValueError:
         record = {}
     return {"oid": row[0], "record": record}
+
+
+def read_subscription(conn, name):
+    """A subscription of this database ({"oid", "enabled", "slot", "ours"}) or None."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT s.oid, s.subenabled, s.subslotname, obj_description(s.oid, 'pg_subscription') "
+                    "FROM pg_subscription s WHERE s.subname = %s AND s.subdbid = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())", (name,))
+        row = cur.fetchone()
+    if not row:
+        return None
+    return {"oid": row[0], "enabled": row[1], "slot": row[2], "ours": TOOL_MARK in (row[3] or "")}
+
+
+def drop_subscription(cur, name, subscription):
+    """Drop a subscription found by read_subscription, its slot detached first: works when the publisher
+    cannot be reached (the slot is dropped on the publisher's side)."""
+    identifier = sql.Identifier(name)
+    if subscription["enabled"]:
+        cur.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(identifier))
+    if subscription["slot"]:
+        cur.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(identifier))
+    cur.execute(sql.SQL("DROP SUBSCRIPTION {}").format(identifier))

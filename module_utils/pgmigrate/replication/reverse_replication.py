@@ -28,7 +28,7 @@ from ..common.session import quiet_statement_logging
 from ..common.units import human_bytes
 from .errors import FreezeAbandoned, LogicalError
 from .names import MAX_IDENTIFIER, REVERSE_PREFIX, TOOL_MARK, conninfo, object_name
-from .replication_objects import read_publication
+from .replication_objects import drop_subscription, read_publication, read_subscription
 from .sync_step import subscription_errors
 
 WITHOUT_IT = "or set zero_downtime_reverse_window_hours=0 (the old source is then retired at the cutover, and a " \
@@ -168,9 +168,7 @@ class ReverseReplication:
         src = context.connect("source")
         try:
             with src.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_subscription WHERE subname = %s AND subdbid = "
-                            "(SELECT oid FROM pg_database WHERE datname = current_database())", (self.name,))
-                if not cur.fetchone():
+                if not read_subscription(src, self.name):
                     quiet_statement_logging(cur, local=False)
                     try:
                         cur.execute(sql.SQL(
@@ -219,13 +217,10 @@ class ReverseReplication:
             dst.close()
         src = self.context.connect("source")
         try:
-            with src.cursor() as cur:
-                cur.execute("SELECT s.subenabled FROM pg_subscription s WHERE s.subname = %s "
-                            "AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                            (self.name,))
-                subscription = cur.fetchone()
-                if subscription:
-                    subscription = (subscription[0], subscription_errors(cur, self.name)[0])
+            subscription = read_subscription(src, self.name)
+            if subscription:
+                with src.cursor() as cur:
+                    subscription["apply_errors"] = subscription_errors(cur, self.name)[0]
         finally:
             src.close()
         record = publication["record"]
@@ -234,7 +229,8 @@ class ReverseReplication:
                   "remaining_seconds": round(until - time.time()) if until else None,
                   "expired": bool(until and time.time() > until), "slot": slot is not None,
                   "lag_bytes": max(0, slot[0] or 0) if slot else None, "slot_active": bool(slot and slot[1]),
-                  "subscribed": subscription is not None, "apply_errors": subscription[1] if subscription else 0}
+                  "subscribed": subscription is not None,
+                  "apply_errors": subscription["apply_errors"] if subscription else 0}
         status["line"] = self.describe(status)
         return status
 
@@ -261,18 +257,11 @@ class ReverseReplication:
         done = []
         src = self.context.connect("source")
         try:
-            with src.cursor() as cur:
-                cur.execute("SELECT subenabled, subslotname FROM pg_subscription WHERE subname = %s AND subdbid = "
-                            "(SELECT oid FROM pg_database WHERE datname = current_database())", (self.name,))
-                subscription = cur.fetchone()
-                if subscription:
-                    name = sql.Identifier(self.name)
-                    if subscription[0]:
-                        cur.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(name))
-                    if subscription[1]:
-                        cur.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(name))
-                    cur.execute(sql.SQL("DROP SUBSCRIPTION {}").format(name))
-                    done.append(f"reverse subscription {self.name} dropped on the old source")
+            subscription = read_subscription(src, self.name)
+            if subscription:
+                with src.cursor() as cur:
+                    drop_subscription(cur, self.name, subscription)
+                done.append(f"reverse subscription {self.name} dropped on the old source")
         finally:
             src.close()
         dst = self.context.connect("target")
