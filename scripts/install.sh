@@ -34,7 +34,7 @@ fi
 
 PYTHON=${PYTHON:-python3}
 stamp=.venv/.requirements.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-runtime.txt | sha256sum | cut -d' ' -f1)   # requirements.txt includes the other
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   say "virtual environment .venv/ is up to date"
 else

