@@ -5,11 +5,13 @@ DOCUMENTATION = r"""
 module: pg_backup
 short_description: Verified pg_dump backups (schema-only, data-only, complete), retention and restore
 description:
-  - C(inspect) reads what the pre-checks need, changing nothing: the database's size (pg_database_size), the
+  - >-
+    C(inspect) reads what the pre-checks need, changing nothing: the database's size (pg_database_size), the
     disk space the backups are estimated to take, the free space at I(path), and that pg_dump can dump the server;
     of I(connection), or of each of I(connections) in one call. With I(rollback_point_key), also the rollback
     point of that database (as pg_rollback_point C(status) reads it).
-  - C(create) dumps one database into I(path)/<kind>/ for each of I(kinds), all from one exported snapshot:
+  - >-
+    C(create) dumps one database into I(path)/<kind>/ for each of I(kinds), all from one exported snapshot:
     C(schema-only) and C(data-only) as plain SQL with the plan's C(--no-owner --no-privileges), C(complete) in
     directory format with I(jobs) parallel jobs. Each backup gets a C(backup.json) (origin, times, the exact row
     count of every table counted in the same snapshot, in short transactions of their own so that no session
@@ -18,14 +20,16 @@ description:
   - Tables the login reads only through their row-level security policies (FORCE ROW LEVEL SECURITY on tables it
     owns) are dumped through them (C(--enable-row-security)) when they show every row, counted with the forcing
     lifted inside a rolled-back transaction; otherwise the backup is refused before anything is written.
-  - C(derive) writes the plan's plain C(schema-only) and C(data-only) backups (those of I(kinds)) from the
+  - >-
+    C(derive) writes the plan's plain C(schema-only) and C(data-only) backups (those of I(kinds)) from the
     complete backup at I(path) (a backup directory or a latest/ link to one), verified first, with
     C(pg_restore --file) and the plan's C(--no-owner --no-privileges): beside it in the same run directory, with
     their own C(backup.json) (the complete one's snapshot and row counts, and C(derived_from)) and C(SHA256SUMS).
     The database is not read. A kind already there (derived before, or dumped by the run) is kept when it
     verifies, so a repeated call does nothing. With I(latest), each is verified and I(latest)/<kind> points at it
     when I(latest)/complete is the backup it came from.
-  - C(verify) checks a backup at I(path): its manifest first (every file, no file missing or added), then
+  - >-
+    C(verify) checks a backup at I(path): its manifest first (every file, no file missing or added), then
     C(pg_restore --list) for the complete one, or a non-empty plain SQL file ending with pg_dump's
     "dump complete" marker.
   - C(prune) keeps the I(keep) newest backups of each database of I(keys) per kind under I(path) and removes the

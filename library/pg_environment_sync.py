@@ -5,15 +5,18 @@ DOCUMENTATION = r"""
 module: pg_environment_sync
 short_description: Sync an environment's database table by table (copy, merge, preserve, skip), masking on the way
 description:
-  - Both databases have the application's schema. Each table gets a policy (I(policies), else I(default_policy)):
+  - >-
+    Both databases have the application's schema. Each table gets a policy (I(policies), else I(default_policy)):
     C(copy) makes the target's table equal to the source's, C(merge) upserts the source's rows by key and keeps the
     target's others, C(preserve) keeps the target's rows (verified unchanged), C(skip) leaves the table out.
-  - Columns named in I(masking_rules) are masked in flight (deterministic HMAC under I(masking_key); unique
+  - >-
+    Columns named in I(masking_rules) are masked in flight (deterministic HMAC under I(masking_key); unique
     columns stay unique): the source's values never reach the target.
   - One target transaction, one source snapshot. Before committing it verifies every copied table against the
     source, that no preserved table changed and no merged table lost a row, runs I(updates), then I(checks);
     any failure rolls everything back and says what to change.
-  - A foreign-key cycle between tables that both change (copy, merge) is loaded as one unit: its deferrable keys
+  - >-
+    A foreign-key cycle between tables that both change (copy, merge) is loaded as one unit: its deferrable keys
     wait for the commit, the others are dropped inside the transaction and added back, validated, before it.
   - Check mode resolves and checks the policies and shows the plan, changing nothing.
 options:

@@ -10,7 +10,7 @@ description:
     rewrites every second.
   - When the job has ended, returns its result (the copy's summary) and removes the job's status file, or
     fails with the copy's own error message.
-  - Meant for an until-loop with C(delay: 0); the project's stdout callback prints I(progress_line) at every poll.
+  - "Meant for an until-loop with C(delay: 0); the project's stdout callback prints I(progress_line) at every poll."
 options:
   progress_file: {description: The copy's progress file., type: path, required: true}
   job_id: {description: The async job id of the copy task., type: str, required: true}
