@@ -13,9 +13,11 @@ if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo -n); fi
 
 # postgresql: the embedded servers and clients (pgaudit: the post-checks' audit-trail hardening, tested on a
 # throwaway cluster); pgcopydb: the benchmark; prometheus: promtool for the
-# alerting rules and postgres_exporter for its queries; podman, runc, debootstrap: systemd hosts for Molecule; nginx: the maintenance page.
+# alerting rules and postgres_exporter for its queries; podman, runc, debootstrap: systemd hosts for Molecule; nginx: the maintenance page;
+# chromium, fonts-liberation: the reports' browser test (tests/reports).
 DEBIAN_PACKAGES=(postgresql-15 postgresql-client-15 postgresql-contrib postgresql-15-pgaudit pgcopydb python3-venv ca-certificates
-  prometheus prometheus-postgres-exporter podman runc debootstrap nginx-light uidmap slirp4netns fuse-overlayfs)
+  prometheus prometheus-postgres-exporter podman runc debootstrap nginx-light uidmap slirp4netns fuse-overlayfs
+  chromium fonts-liberation)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

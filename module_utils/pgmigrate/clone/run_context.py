@@ -40,6 +40,7 @@ class CopyRun:
         # The target: the steps recorded done in its state (a resumed run skips them), and what was done.
         self.done = {}
         self.results = {}  # part id -> what copying it did
+        self.job_timeline = []  # each pool job's key, worker, start and end (worker_pool; summary.json's timeline)
         self.large_object_stats = {"copied": 0, "copied_bytes": 0, "resumed": 0}
         self.post_entries = []  # the dump's post-data, split (schema_step)
         self.post_settings = ""  # the post-data's preamble
@@ -72,7 +73,7 @@ class CopyRun:
             self._session_settings(conn)
             return conn
         WorkerPool(connect, workers or self.options["workers"], self.options["retries"],
-                   RETRYABLE + (SourceStreamError,), self.abort, self.event).run(jobs, on_done)
+                   RETRYABLE + (SourceStreamError,), self.abort, self.event, self.job_timeline).run(jobs, on_done)
 
     def _session_settings(self, conn):
         """The workers' target sessions. Their commits need not wait for the WAL flush: each one records

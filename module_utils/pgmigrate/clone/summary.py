@@ -57,8 +57,39 @@ class RunSummary:
             "extension_substitutes": extension_substitutes.notes(run.extension_substitution or {"left_out": []}),
             "warnings": run.warnings,
             "events": run.events[-200:],
+            # Each pool job of this run (a resumed run's earlier jobs are not there): its table, step (data,
+            # indexes, constraints, analyze, large objects, post-data), worker, start and end in seconds from
+            # the run's start: the reports' timeline (module_utils/pgmigrate/reports).
+            "timeline": self._timeline(started),
             "run_dir": run.run_dir,
         }
+
+    # The post-data entries' types (the dump's) by the timeline's step.
+    STEP_OF_TYPE = {"INDEX": "indexes", "CONSTRAINT": "constraints", "FK CONSTRAINT": "constraints"}
+
+    def _timeline(self, started):
+        run = self.run
+        table_of_part = {p["id"]: t["table"] for t in (run.plan or {}).get("tables", []) for p in t["parts"]}
+        entries = {e["key"]: e for e in run.post_entries}
+        timeline = []
+        for job in sorted(run.job_timeline, key=lambda j: j["start"]):
+            kind, _, name = job["key"].partition(":")
+            if kind == "data":
+                table, step = table_of_part.get(name), "data"
+            elif kind == "post":
+                entry = entries.get(name) or {}
+                table, step = entry.get("table"), self.STEP_OF_TYPE.get(entry.get("type"), "post-data")
+            elif kind == "attach":
+                table, step = name, "constraints"
+            elif kind == "analyze":
+                table, step = name, "analyze"
+            elif kind == "lo":
+                table, step = None, "large objects"
+            else:
+                table, step = None, kind
+            timeline.append({"table": table, "step": step, "worker": job["worker"], "key": job["key"],
+                             "start": round(job["start"] - started, 3), "end": round(job["end"] - started, 3)})
+        return timeline
 
     def _phase_breakdown(self, started):
         if not self.run.progress:
@@ -73,3 +104,12 @@ class RunSummary:
         with open(path, "w") as handle:
             json.dump(summary, handle, indent=1, default=str)
         summary["summary_file"] = path
+        # Its picture beside it: report.html (reports/render.py). The copy's outcome never depends on it.
+        try:
+            from ..reports.render import render_copy_html
+            report = os.path.join(self.run.run_dir, "report.html")
+            with open(report, "w") as handle:
+                handle.write(render_copy_html(summary))
+            summary["report_file"] = report
+        except Exception as error:  # noqa: BLE001 - a report that cannot be drawn is a warning, not a failure
+            summary["warnings"].append(f"report.html not written: {type(error).__name__}: {error}")

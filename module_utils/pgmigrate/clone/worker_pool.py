@@ -30,9 +30,10 @@ def _close_quietly(conn):
 
 
 class WorkerPool:
-    def __init__(self, connect, workers, retries, retryable, abort, event):
+    def __init__(self, connect, workers, retries, retryable, abort, event, timeline=None):
         """connect(worker) opens a worker's target session; retryable: the exception classes worth a retry;
-        abort: the run's threading.Event; event(text) logs a line in the run's events."""
+        abort: the run's threading.Event; event(text) logs a line in the run's events; timeline, a list, gets
+        {"key", "worker", "start", "end"} (time.monotonic()) of each job done (the reports' timeline)."""
         self.connect = connect
         self.workers = int(workers)
         self.retries = retries
@@ -45,6 +46,7 @@ class WorkerPool:
         self._pending = 0
         self._failures = []
         self._on_done = None
+        self.timeline = timeline
 
     def run(self, jobs, on_done=None):
         self._on_done = on_done
@@ -114,7 +116,10 @@ class WorkerPool:
                 try:
                     if conn is None or conn.closed:
                         conn = self.connect(worker)
+                    began = time.monotonic()
                     result = fn(worker, conn)
+                    if self.timeline is not None:
+                        self.timeline.append({"key": key, "worker": worker, "start": began, "end": time.monotonic()})
                 except self.retryable as error:
                     _close_quietly(conn)
                     conn = None

@@ -21,7 +21,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from ..common.errors import PgmigrateError
-from ..common.units import human_bytes
+from ..common.units import human_bytes, human_duration
 
 REDACTED = "********"
 
@@ -267,15 +267,6 @@ def status_from_stats(host_stats):
 # The message
 
 
-def human_duration(seconds):
-    seconds = int(round(seconds or 0))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m {seconds:02d}s"
-    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
-
-
 def _number(value):
     return f"{value:,}" if isinstance(value, int) else str(value)
 
@@ -309,7 +300,8 @@ def render_text(summary):
         lines.append(f"Copy {copy.get('status')}: {_number(copy.get('tables'))} tables,"
                      f" {_number(copy.get('rows'))} rows,"
                      f" {human_bytes(copy.get('bytes'))} ({_number(copy.get('bytes'))} bytes)"
-                     f" in {copy.get('seconds')} s" + (f", run {copy['run_id']}" if copy.get("run_id") else "")
+                     f" in {human_duration(copy.get('seconds'))}"
+                     + (f", run {copy['run_id']}" if copy.get("run_id") else "")
                      + (" (resumed)" if copy.get("resumed") else ""))
         if copy.get("source") or copy.get("target"):
             lines.append(f"    {copy.get('source')} -> {copy.get('target')}")

@@ -8,15 +8,17 @@ and a check
     {"name", "title", "status": "pass"|"fail"|"warn"|"skip", "summary", "seconds",
      "items": [{"table": str|None, "status": "pass"|"fail"|"warn", "detail": str, ...extra keys}]}.
 Checks never hold secrets nor the values of sensitive columns; the reports print what the checks hold,
-escaped (HTML and Markdown). Plain standard library.
+escaped (HTML and Markdown). The HTML comes from the reports package's templates (Jinja2, autoescaped) with
+its charts, and shows the copy that the validation checks when its summary.json is found (reports.render).
 """
 
-import html
 import json
 import os
 import re
 
 from ..common.files import replace_atomically
+from ..common.units import human_duration
+from ..reports import render as html_reports
 
 JSON_FILE = "validation.json"
 MARKDOWN_FILE = "validation.md"
@@ -30,32 +32,6 @@ OBJECT_KEYS = ("constraint", "foreign_key", "index", "sequence", "column")
 ITEM_KEYS = ("table", "status", "detail")
 MAX_EXTRA_CHARS = 600
 
-STYLE = """
-body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; color: #1f2328;
-       margin: 2em auto; max-width: 1200px; padding: 0 1em; }
-h1 { font-size: 1.6em; margin-bottom: .3em; }
-h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #d0d7de; padding-bottom: .2em; }
-table { border-collapse: collapse; width: 100%; margin: .6em 0; }
-th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f6f8fa; }
-table.meta { width: auto; }
-table.meta th { width: 9em; }
-td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
-td.detail { word-break: break-word; }
-td.extra { font-size: 12px; color: #57606a; word-break: break-word; }
-.status { display: inline-block; min-width: 3.2em; text-align: center; font-weight: 600; border-radius: 3px;
-          padding: 0 .4em; font-size: 12px; letter-spacing: .03em; }
-.status.pass { background: #dafbe1; color: #116329; }
-.status.fail { background: #ffebe9; color: #a40e26; }
-.status.warn { background: #fff8c5; color: #7d4e00; }
-.status.skip { background: #eaeef2; color: #57606a; }
-tr.fail td { background: #fff5f5; }
-tr.warn td { background: #fffdf0; }
-p.message { padding: .6em .8em; border-left: 4px solid #cf222e; background: #ffebe9; }
-p.summary { margin: .3em 0; }
-p.timing { color: #57606a; font-size: 12px; margin: .2em 0; }
-code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; }
-"""
 
 
 def ordered_checks(result):
@@ -146,12 +122,7 @@ def failure_message(result):
 
 
 def _seconds(value):
-    if value is None or value == "":
-        return "-"
-    try:
-        return f"{float(value):.3f} s"
-    except (TypeError, ValueError):
-        return str(value)
+    return human_duration(None if value == "" else value)
 
 
 def _plural(count, noun):
@@ -246,69 +217,19 @@ def render_markdown(result):
 
 
 def _h(value):
-    return html.escape("" if value is None else str(value), quote=True)
+    """value escaped as the HTML report (Jinja2's autoescape, markupsafe) escapes text."""
+    from markupsafe import escape
+
+    return str(escape("" if value is None else str(value)))
 
 
-def _badge(status):
-    status = str(status or "")
-    css = status if status in STATUS_ORDER else "skip"
-    return f'<span class="status {css}">{_h(status.upper())}</span>'
-
-
-def _anchor(check, index):
-    name = re.sub(r"[^A-Za-z0-9_-]+", "-", str(check.get("name") or "check"))
-    return f"check-{index}-{name}"
-
-
-def render_html(result):
+def render_html(result, copy_summary=None):
+    """validation.html (reports/templates.py): the checks, a grid of every table's results and, given the
+    copy's summary.json, the copy's phases and timelines."""
     checks = ordered_checks(result)
-    counts = _counts(checks)
-    status = str(result.get("status", ""))
-    title = f"Migration validation: {status.upper()} ({result.get('source')} -> {result.get('target')})"
-    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{_h(title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
-           f"<h1>Migration validation {_badge(status)}</h1>",
-           '<table class="meta">',
-           f"<tr><th>Source</th><td><code>{_h(result.get('source'))}</code></td></tr>",
-           f"<tr><th>Target</th><td><code>{_h(result.get('target'))}</code></td></tr>",
-           f"<tr><th>Started</th><td>{_h(result.get('started_at'))}</td></tr>",
-           f"<tr><th>Duration</th><td>{_h(_seconds(result.get('seconds')))}</td></tr>",
-           "<tr><th>Checks</th><td>" + " ".join(f"{_badge(s)} {n}" for s, n in counts.items() if n) + "</td></tr>",
-           "</table>"]
-    message = failure_message(result)
-    if message:
-        out.append(f'<p class="message">{_h(message)}</p>')
-    out += ["<h2>Checks</h2>", '<table class="summary">',
-            "<tr><th>Check</th><th>Status</th><th>Summary</th><th>Failing items</th><th>Time</th></tr>"]
-    for index, check in enumerate(checks):
-        failing, total = _failing_count(check)
-        out.append(f'<tr class="{_h(check.get("status"))}">'
-                   f'<td><a href="#{_anchor(check, index)}">{_h(check.get("title") or check.get("name"))}</a><br>'
-                   f'<code>{_h(check.get("name"))}</code></td>'
-                   f"<td>{_badge(check.get('status'))}</td><td>{_h(check.get('summary'))}</td>"
-                   f'<td class="num">{failing} / {total}</td>'
-                   f'<td class="num">{_h(_seconds(check.get("seconds")))}</td></tr>')
-    out.append("</table>")
-    for index, check in enumerate(checks):
-        items = _ordered_items(check)
-        out += [f'<h2 id="{_anchor(check, index)}">{_h(check.get("title") or check.get("name"))} '
-                f"{_badge(check.get('status'))}</h2>",
-                f'<p class="summary">{_h(check.get("summary"))}</p>',
-                f'<p class="timing"><code>{_h(check.get("name"))}</code> &middot; '
-                f'{_plural(len(items), "item")} &middot; {_h(_seconds(check.get("seconds")))}</p>']
-        if not items:
-            continue
-        out += ['<table class="items">', "<tr><th>Table</th><th>Status</th><th>Detail</th><th>More</th></tr>"]
-        for item in items:
-            extra = "<br>".join(f"<b>{_h(key)}</b>: {_h(text)}" for key, text in _extras(item))
-            out.append(f'<tr class="{_h(item.get("status"))}">'
-                       f"<td><code>{_h(item.get('table') or item_label(item) or '-')}</code></td>"
-                       f"<td>{_badge(item.get('status'))}</td>"
-                       f'<td class="detail">{_h(item.get("detail"))}</td><td class="extra">{extra}</td></tr>')
-        out.append("</table>")
-    out += ["</body>", "</html>"]
-    return "\n".join(out) + "\n"
+    return html_reports.render_validation_html(
+        result, checks, _counts(checks), failure_message(result), _ordered_items, _extras, item_label,
+        copy_summary=copy_summary)
 
 
 # --- files -----------------------------------------------------------------------------------------------
@@ -319,13 +240,18 @@ def _write(path, text):
     replace_atomically(path, text, mode=0o644)
 
 
-def write_reports(result, directory):
+def write_reports(result, directory, copy_summary=None):
     """Write validation.json, validation.md and validation.html into directory (created if missing).
+    copy_summary: the copy's summary.json, shown in the HTML; by default the newest one between the same
+    databases under the artifacts directory that holds directory (<artifacts>/validation/<timestamp>).
     Returns {"json": path, "markdown": path, "html": path}."""
+    if copy_summary is None and os.path.basename(os.path.dirname(os.path.abspath(directory))) == "validation":
+        copy_summary = html_reports.find_copy_summary(os.path.dirname(os.path.dirname(os.path.abspath(directory))),
+                                                      result.get("source"), result.get("target"))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     paths = {"json": os.path.join(directory, JSON_FILE), "markdown": os.path.join(directory, MARKDOWN_FILE),
              "html": os.path.join(directory, HTML_FILE)}
     _write(paths["json"], render_json(result))
     _write(paths["markdown"], render_markdown(result))
-    _write(paths["html"], render_html(result))
+    _write(paths["html"], render_html(result, copy_summary))
     return paths
