@@ -31,9 +31,9 @@ DEFAULT_PLAYBOOK = "migrate.yml"
 SWITCHED_OFF_PATTERN = "!all"
 
 
-# The copy engine's own formatting of sizes (module_utils is the modules' code, plain Python).
+# The project's one style for sizes and durations (module_utils is the modules' code, plain Python).
 sys.path.insert(0, str(PROJECT_DIR / "module_utils"))
-from pgmigrate.clone.progress import human_bytes  # noqa: E402
+from pgmigrate.common.units import human_bytes, human_duration  # noqa: E402
 
 
 class CopyProgressWatcher:
@@ -105,7 +105,7 @@ class EventPrinter:
         self._show_heading()
         if self.phases and self.phases[-1][2] is None:
             phase, counts = self.phases[-1], self.counts
-            seconds = f"{time.monotonic() - phase[1]:.1f} s"
+            seconds = human_duration(time.monotonic() - phase[1])
             if any(f["phase"] == phase[0] for f in self.failures):
                 phase[2], line = "failed", f"failed in {seconds}"
             elif counts["tasks"] == 0:
@@ -171,9 +171,10 @@ class EventPrinter:
         lines = [f"Result: {status} (exit code {rc})"]
         for name, _started, outcome in self.phases:
             lines.append(f"  {outcome or 'not finished'}: {name}")
-        if self.copy_summary and self.copy_summary.get("status"):
-            lines.append(f"  copy {self.copy_summary['status']}: {self.copy_summary.get('table_count', '?')} tables, "
-                         f"{self.copy_summary.get('rows', 0):,} rows in {self.copy_summary.get('seconds', '?')} s")
+        copy = self.copy_summary
+        if copy and copy.get("status"):
+            lines.append(f"  copy {copy['status']}: {copy.get('table_count', '?')} tables, "
+                         f"{copy.get('rows', 0):,} rows in {human_duration(copy.get('seconds'))}")
         for failure in self.failures:
             lines.append(f"  failed: {failure['task']} on {failure['host']}: {failure['message'][:500]}")
         lines.append(f"Events, output and status: {artifacts}")

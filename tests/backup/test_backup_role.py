@@ -383,7 +383,7 @@ def test_the_backups_progress_is_printed_while_pg_dump_runs(db_pair, tmp_path):
         lines = re.findall(r"^ +\[backup source\] data-only: [\d.]+ [kMG]?B written, .*", task, re.MULTILINE)
         assert lines, task[-3000:]
         if attempt == 2:  # the first backup's size is the second's yardstick
-            assert any(re.search(r"\d+% of the last backup \([\d.]+ [kMG]?B\), elapsed \d+s ETA", line)
+            assert any(re.search(r"\d+% of the last backup \([\d.]+ [kMG]?B\), elapsed \d+ s ETA", line)
                        for line in lines), lines
 
 
@@ -401,7 +401,7 @@ def test_the_backup_progress_line_measures_against_the_last_backup(tmp_path):
         line = json.loads(progress_file.read_text())
     assert line["state"] == "running"
     assert re.match(r"\[backup source\] complete: 1000 B written, 25% of the last backup \(3\.9 kB\), "
-                    r"elapsed \d+s ETA \d+s$", line["line"]), line
+                    r"elapsed \d+ s ETA \d+ s$", line["line"]), line
     progress.finish("done")
     assert json.loads(progress_file.read_text())["state"] == "done"
 

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 
 from ..common.files import write_progress_line
-from ..common.units import human_bytes, human_seconds
+from ..common.units import elapsed_and_eta, human_bytes
 from .base import RECORD
 
 WRITE_INTERVAL = 1.0
@@ -69,9 +69,9 @@ class BackupProgress:
                     share = min(written / expected, 0.99)
                     eta = spent / share - spent if share > 0.01 else None
                     text += (f", {share * 100:.0f}% of the last backup ({human_bytes(expected)}),"
-                             f" elapsed {human_seconds(time.monotonic() - self.started)} ETA {human_seconds(eta)}")
+                             f" {elapsed_and_eta(time.monotonic() - self.started, eta)}")
                 else:
-                    text += f", elapsed {human_seconds(time.monotonic() - self.started)}"
+                    text += f", {elapsed_and_eta(time.monotonic() - self.started)}"
                 self.step(text)
                 if stop.wait(WRITE_INTERVAL):
                     return

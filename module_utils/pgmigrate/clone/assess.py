@@ -9,8 +9,8 @@ from ..common import catalog as catalog_module
 from ..common import extension_substitutes as extension_substitutes_module
 from ..common import planner, preflight
 from ..common.connection import describe
+from ..common.units import human_bytes, human_duration
 from . import completion, state
-from .progress import human_bytes, human_seconds
 
 
 def _read_pg_stats(source, exclude_schemas):
@@ -162,7 +162,7 @@ def plan_lines(report, schema_mode, tables_per_level=None):
         f"{len(report['sequences'])} sequences, extensions: "
         + (", ".join(f"{e['name']} {e['version']}" for e in report["extensions"]) or "none"),
         f"Estimated copy: {human_bytes(plan['total_bytes'])}, ~{plan['total_rows']:,} rows, "
-        f"about {human_seconds(plan['estimated_seconds'])} of streaming",
+        f"about {human_duration(plan['estimated_seconds'], whole=True)} of streaming",
     ]
     if schema_mode == "copy":
         lines.append("Schema mode copy: foreign keys are created after the load, so all tables copy in parallel, "

@@ -22,6 +22,7 @@ import uuid
 
 from ..common import catalog as catalog_module
 from ..common import extension_substitutes, planner, preflight
+from ..common.units import human_duration
 from . import completion, copy_options, resume, run_guard, source_sessions, state
 from .data_step import DataStep
 from .errors import MigrationError, SourceStreamError
@@ -108,7 +109,7 @@ class Engine:
             completion.record(opts["artifacts_dir"], run.run_id, key, target_identity, run.target,
                               {t["table"]: t["rows"] for t in summary["tables"]})
             self.finish.finish_in_target()
-            run.progress.finish("complete", f"{len(run.plan['tables'])} tables in {summary['seconds']}s")
+            run.progress.finish("complete", f"{len(run.plan['tables'])} tables in {human_duration(summary['seconds'])}")
             return summary
         except Exception as error:
             run.abort.set()

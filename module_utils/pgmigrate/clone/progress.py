@@ -11,7 +11,7 @@ import threading
 import time
 
 from ..common.files import replace_atomically
-from ..common.units import human_bytes, human_seconds
+from ..common.units import elapsed_and_eta, human_bytes
 
 
 class Progress:
@@ -175,7 +175,7 @@ class Progress:
                   if t["status"] == "copying"][:4]
         text = (f"[{snap['phase']}] {snap['fraction'] * 100:5.1f}% tables {snap['tables_done']}/{snap['tables_total']}"
                 f" rows {snap['rows_done']:,} streamed {human_bytes(snap['bytes_streamed'])}"
-                f" elapsed {human_seconds(snap['elapsed_seconds'])} ETA {human_seconds(snap['eta_seconds'])}")
+                f" {elapsed_and_eta(snap['elapsed_seconds'], snap['eta_seconds'])}")
         if snap["jobs_total"]:
             text += f" post-data {snap['jobs_done']}/{snap['jobs_total']}"
         if snap.get("large_objects_total"):

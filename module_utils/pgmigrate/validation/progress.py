@@ -8,7 +8,7 @@ import threading
 import time
 
 from ..common.files import write_progress_line
-from ..common.units import human_seconds
+from ..common.units import elapsed_and_eta
 
 # At most one write a second: the callback reads the file every migration_progress_poll_seconds.
 WRITE_INTERVAL = 1.0
@@ -63,9 +63,9 @@ class ValidationProgress:
                 spent = now - self.check_started
                 eta = spent / fraction - spent if 0.01 < fraction < 1 else (0 if fraction >= 1 else None)
                 text += (f" {fraction * 100:5.1f}% digests {self.units_done:,}/{self.units_total:,} (both sides)"
-                         f" elapsed {human_seconds(now - self.started)} ETA {human_seconds(eta)}")
+                         f" {elapsed_and_eta(now - self.started, eta)}")
             else:
-                text += f" elapsed {human_seconds(now - self.started)}"
+                text += f" {elapsed_and_eta(now - self.started)}"
             return text
 
     def write(self, force=False):
