@@ -22,10 +22,10 @@ import threading
 
 from ansible import context
 from ansible.plugins.callback import CallbackBase
-from ansible.template import Templar
 
 # The project's plain-Python core: Ansible puts module_utils/ on modules' paths, not on plugins'.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils"))
+from pgmigrate.common import playbook_variables  # noqa: E402
 from pgmigrate.notify import notify  # noqa: E402
 
 DOCUMENTATION = r"""
@@ -41,7 +41,6 @@ requirements:
   - enable it in ansible.cfg (callbacks_enabled)
 """
 
-CONTROLLER_GROUP = "migration_controller"
 SETTING_NAMES = [f"notify_{name}" for name in notify.NotificationSettings.__dataclass_fields__]
 # Magic variables that hold other hosts' variables or Ansible internals: never walked for secrets.
 SKIPPED_VARIABLES = {"hostvars", "groups", "group_names", "omit", "vars", "play_hosts", "ansible_play_hosts",
@@ -137,15 +136,10 @@ class CallbackModule(CallbackBase):
 
     def _controller_variables(self):
         """The variables of the first migration_controller host, as its tasks see them, and a Templar."""
-        play = self._play
-        if play is None:
-            raise notify.SettingsError("no play started, so no inventory to read the settings from")
-        variable_manager, loader = play.get_variable_manager(), play.get_loader()
-        inventory = variable_manager._inventory
-        hosts = inventory.get_groups_dict().get(CONTROLLER_GROUP) or ["localhost"]
-        host = inventory.get_host(hosts[0])
-        variables = variable_manager.get_vars(play=play, host=host)
-        return variables, Templar(loader=loader, variables=variables)
+        try:
+            return playbook_variables.controller_variables(self._play)
+        except playbook_variables.NoPlayError as error:
+            raise notify.SettingsError(str(error)) from None
 
     def _render_settings(self, variables, templar):
         rendered = {}
@@ -156,11 +150,7 @@ class CallbackModule(CallbackBase):
 
     @staticmethod
     def _value(variables, templar, name):
-        try:
-            value = templar.template(variables.get(name)) if name in variables else None
-        except Exception:
-            return None
-        return str(value) if value not in (None, "") else None
+        return playbook_variables.rendered_text(variables, templar, name)
 
     @staticmethod
     def _secrets(variables, templar):

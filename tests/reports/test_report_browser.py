@@ -1,7 +1,8 @@
 """The reports as a person sees them: a real copy and validation (ansible-playbook playbooks/copy.yml and
 playbooks/validate.yml against the embedded servers, so the templates load from the modules' AnsiballZ
 payloads), then the HTML opened in headless Debian Chromium: the page loads, its charts are in the DOM and
-drawn in the screenshot's pixels, the browser logs no console message.
+drawn in the screenshot's pixels, the browser logs no console message. Each playbook run's own report (the
+callback plugin migration_run_report: its plays on a timeline) is there too and links the report it made.
 
 Without chromium the test is skipped, except under CI=true where it fails (scripts/install.sh installs it).
 PGM_UPDATE_SCREENSHOT=1 copies the screenshot to docs/images/report.png (the README's picture)."""
@@ -147,11 +148,21 @@ def test_the_reports_of_a_real_copy_and_validation_load_and_draw_in_chromium(sho
     assert all(0 <= job["start"] <= job["end"] <= summary["seconds"] for job in summary["timeline"])
     copy_report = summary_file.parent / "report.html"
     (validation_report,) = artifacts.glob("validation/*/validation.html")
+    # The whole run's phases, one report per playbook run (callback plugin migration_run_report).
+    (validate_run,) = artifacts.glob("run-reports/*-validate.html")
+    whole_run = json.loads(validate_run.with_suffix(".json").read_text())
+    assert whole_run["status"] == "success" and all(p["seconds"] >= 0 for p in whole_run["plays"])
+    assert any("VALIDATE" in p["play"].upper() and p["status"] == "ok" for p in whole_run["plays"]), whole_run["plays"]
+    assert [r["href"] for r in whole_run["reports"]] == [f"../{validation_report.relative_to(artifacts)}"]
+    (copy_run,) = artifacts.glob("run-reports/*-copy.json")
+    assert [r["href"] for r in json.loads(copy_run.read_text())["reports"]] == [
+        f"../{copy_report.relative_to(artifacts)}"]
 
     for page in (copy_report, validation_report):  # rendered by the modules from their AnsiballZ payloads
         text = page.read_text()
         assert not re.search(r"https?://|<script|<link|url\(", text), f"{page.name} is not self-contained"
         assert "<svg" in text and "Timeline by worker" in text
+    assert not re.search(r"https?://|<script|<link|url\(", validate_run.read_text())
 
     browser = chromium()
     for page in (copy_report, validation_report):
@@ -159,6 +170,11 @@ def test_the_reports_of_a_real_copy_and_validation_load_and_draw_in_chromium(sho
         assert console == [], console
         assert dom.count('<rect class="bar"') >= len(summary["timeline"]), f"{page.name}: no timeline bars"
         assert "Timeline by worker" in dom and "the phases" in dom
+
+    dom, console = browse(browser, validate_run, tmp_path, "--dump-dom")
+    assert console == [], console
+    assert dom.count('<rect class="bar"') >= 2 * sum(p["status"] != "skipped" for p in whole_run["plays"])
+    assert "The phases of the whole run" in dom
 
     dom, _ = browse(browser, validation_report, tmp_path, "--dump-dom")
     assert dom.count('<rect class="cell pass"') >= 5, "the validation grid has no passing cells"

@@ -3,6 +3,7 @@
     render_copy_html(summary)                           the copy's report.html beside its summary.json
     render_validation_html(result, copy_summary=None)   validation.html: the validation, and the copy it checks
     find_copy_summary(artifacts_dir, source, target)    that copy: the newest run summary between the same databases
+    render_run_html(run, ...)                           the whole run's phases (callback plugin migration_run_report)
 
 Each file stands alone: inline CSS and SVG, no script, no external URL; it opens offline in any browser."""
 
@@ -237,3 +238,40 @@ def find_copy_summary(artifacts_dir, source, target):
         if isinstance(summary, dict) and summary.get("source") == source and summary.get("target") == target:
             return summary
     return None
+
+
+# --- the whole run ----------------------------------------------------------------------------------------
+
+# A play's status (run_timeline.PlayTimeline) as the charts colour it and the badge names it.
+PLAY_COLOURS = {"ok": svg.STATUS_COLOURS["pass"], "failed": svg.STATUS_COLOURS["fail"],
+                "skipped": svg.STATUS_COLOURS["skip"]}
+PLAY_BADGES = {"ok": "pass", "failed": "fail", "skipped": "skip"}
+
+
+def run_view(run, started_at="", inventory="", reports=()):
+    """What run.html shows of run_timeline.PlayTimeline.finish(): the plays on one time axis, their seconds,
+    and links to the reports the run wrote (reports: [{"label", "href"}])."""
+    plays = run["plays"]
+    lanes = [(p["play"], [{"start": p["start"], "end": max(p["end"], p["start"] + 0.001), "step": p["status"],
+                           "label": human_duration(p["seconds"]),
+                           "tip": f"{p['play']}: {p['status']}, {human_duration(p['seconds'])}"}])
+             for p in plays]
+    ran = [p for p in plays if p["status"] != "skipped"]
+    return {
+        "playbook": run["playbook"], "status": run["status"], "started_at": started_at, "inventory": inventory or "-",
+        "cards": [("took", human_duration(run["seconds"])), ("plays run", f"{len(ran)} of {len(plays)}"),
+                  ("failed plays", sum(p["status"] == "failed" for p in plays))],
+        "timeline_svg": _markup(svg.lanes_chart(lanes, label_width=420, colours=PLAY_COLOURS,
+                                                end=max(run["seconds"], 0.001))) if plays else "",
+        "bars_svg": _markup(svg.bar_chart([(p["play"], p["seconds"]) for p in ran], label_width=420,
+                                          colours={p["play"]: PLAY_COLOURS[p["status"]] for p in ran}))
+        if ran else "",
+        "reports": list(reports),
+        "plays": [{"play": p["play"], "status": p["status"], "badge": PLAY_BADGES[p["status"]], "tasks": p["tasks"],
+                   "start": human_duration(p["start"]), "seconds": human_duration(p["seconds"])} for p in plays],
+    }
+
+
+def render_run_html(run, started_at="", inventory="", reports=()):
+    view = run_view(run, started_at, inventory, reports)
+    return _render("run.html", page_title=f"Run of {view['playbook']}: {view['status']}", kind="run", run=view)

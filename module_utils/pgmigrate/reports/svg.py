@@ -125,7 +125,7 @@ def bar_chart(rows, width=1100, bar_height=20, label_width=150, title="", colour
         w = max(value / largest * plot, 1.5)
         text = f"{human_duration(value)} ({value / total * 100:.0f}%)"
         out.append(f'<text x="{label_width - 8}" y="{y + bar_height / 2 + 4:.1f}" text-anchor="end" '
-                   f'fill="{TEXT}">{_e(label)}</text>')
+                   f'fill="{TEXT}">{_e(_clip(str(label), label_width - 12))}</text>')
         out.append(f'<rect class="bar" x="{label_width}" y="{y + 3}" width="{w:.1f}" height="{bar_height - 6}" '
                    f'rx="2" fill="{colours.get(label, "#2f81f7")}"><title>{_e(label)}: {_e(text)}</title></rect>')
         out.append(f'<text x="{label_width + w + 6:.1f}" y="{y + bar_height / 2 + 4:.1f}" fill="{MUTED}">'

@@ -147,5 +147,32 @@ detail.</p>
 {% endblock %}
 """
 
+RUN = """{% extends "base.html" %}
+{% from "macros.html" import badge, cards %}
+{% block body %}
+<h1>Run of {{ run.playbook }} {{ badge(run.status) }}</h1>
+<table class="meta">
+<tr><th>Started</th><td>{{ run.started_at }}</td></tr>
+<tr><th>Inventory</th><td><code>{{ run.inventory }}</code></td></tr>
+</table>
+{{ cards(run.cards) }}
+<h2>The phases of the whole run</h2>
+<p class="note">One bar per play, at its time; hover a bar for its duration. Plays in which every task was
+skipped (by their conditions or the tags) are grey.</p>
+<div class="chart-box">{{ run.timeline_svg }}</div>
+<div class="chart-box">{{ run.bars_svg }}</div>
+{% if run.reports %}<h2>This run's reports</h2>
+<ul>{% for report in run.reports %}<li><a href="{{ report.href }}">{{ report.label }}</a></li>{% endfor %}</ul>
+{% endif %}
+<h2>Plays</h2>
+<table>
+<tr><th>Play</th><th>Status</th><th class="num">Tasks</th><th class="num">Started at</th><th class="num">Took</th></tr>
+{% for p in run.plays %}<tr class="{{ 'fail' if p.status == 'failed' else '' }}"><td>{{ p.play }}</td>
+<td>{{ badge(p.badge) }}</td><td class="num">{{ p.tasks }}</td><td class="num">{{ p.start }}</td>
+<td class="num">{{ p.seconds }}</td></tr>
+{% endfor %}</table>
+{% endblock %}
+"""
+
 TEMPLATES = {"base.html": BASE, "macros.html": MACROS, "copy_section.html": COPY_SECTION, "copy.html": COPY,
-             "validation.html": VALIDATION}
+             "validation.html": VALIDATION, "run.html": RUN}
