@@ -18,7 +18,7 @@ options:
     type: list
     elements: dict
     required: true
-  secrets: {description: Values substituted for ${secrets.key} (keep them in ansible-vault)., type: dict, default: {}}
+  secrets: {description: "Values substituted for ${secrets.key} (keep them in ansible-vault).", type: dict, default: {}}
   max_seconds: {description: Page-load limit of a check that sets none., type: float, default: 3.0}
   timeout: {description: Seconds a call may take before it counts as unanswered., type: float, default: 30.0}
   fail_on_failure: {description: Fail the task when a check fails., type: bool, default: true}

@@ -2,21 +2,21 @@
 
 DOCUMENTATION = r"""
 module: pg_migration_extensions
-short_description: Check and create on the target the extensions the plan and the source need
+short_description: Check that the target can take the extensions the plan and the source need
 description:
   - Needed are I(required) (the plan's uuid-ossp and pgcrypto) and, with I(from_source), every extension the
     source uses, at the source's version.
   - For each, checks that the target server offers that version and that the target login may create it
     (superuser, or a trusted extension and CREATE on the database). Any problem fails the task with what to
     do, before anything is created.
-  - Then creates what is missing (in the source's schema when the target has it; else the schema copy
-    creates schema and extension together). Check mode reports without creating.
+  - Plans what is missing, each entry's C(action) C(create) with the C(version) and C(schema) (the source's, when
+    the target has it; else the schema copy creates schema and extension together). Creates nothing; the role
+    extensions creates the planned ones with community.postgresql.postgresql_ext.
 options:
   source: {description: Connection to the source database (the migration_source mapping)., type: dict, required: true}
   target: {description: Connection to the target database (the migration_target mapping)., type: dict, required: true}
   required: {description: Extensions needed whatever the source uses., type: list, elements: str, default: []}
   from_source: {description: Also every extension the source uses., type: bool, default: true}
-  create: {description: Create the missing extensions (false only checks)., type: bool, default: true}
   substitutes:
     description:
       - "migration_extension_substitutes, C({extension: {function: SQL body}}). An extension named here that the
@@ -36,9 +36,9 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-extensions: {description: Per extension, source and target versions, the action and any problem., returned: always, type: list}
+extensions: {description: "Per extension, source and target versions, the action (create: with version and schema) and any
+  problem.", returned: always, type: list}
 lines: {description: The same, a line each., returned: always, type: list}
-created: {description: Extensions created on the target., returned: always, type: list}
 """
 
 import traceback
@@ -71,7 +71,6 @@ def main():
             "target": connection_argument(),
             "required": {"type": "list", "elements": "str", "default": []},
             "from_source": {"type": "bool", "default": True},
-            "create": {"type": "bool", "default": True},
             "substitutes": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
@@ -89,15 +88,13 @@ def main():
         problems = extensions.problems(entries)
         if problems:
             module.fail_json(msg="The target is not ready for the migration; nothing was changed. "
-                             + " | ".join(problems), extensions=entries, lines=lines, created=[])
-        created = [] if module.check_mode or not p["create"] else extensions.apply(entries, target)
+                             + " | ".join(problems), extensions=entries, lines=lines)
     except psycopg2.Error as error:
-        module.fail_json(msg=f"reading or creating extensions failed: {str(error).strip()}")
+        module.fail_json(msg=f"reading the extensions failed: {str(error).strip()}")
     finally:
         source.close()
         target.close()
-    module.exit_json(changed=bool(created) or (module.check_mode and any(e["action"] == "create" for e in entries)),
-                     extensions=entries, lines=lines, created=created)
+    module.exit_json(changed=False, extensions=entries, lines=lines)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ short_description: Access control, report recipients, query times, credentials a
 description:
   - Hardening first (each off by default, idempotent, reported item by item; under check mode only reported)
     encrypts plaintext credentials with pgcrypto under I(credentials_key), replaces plaintext passwords by
-    bcrypt hashes (crypt(value, gen_salt('bf'))), and enables pgaudit on a self-managed target.
+    bcrypt hashes (crypt(value, gen_salt('bf'))). (pgaudit is enabled by the role post_checks with
+    community.postgresql.postgresql_alter_system and community.postgresql.postgresql_ext.)
   - Then the checks (read-only) access_control (every member's effective permissions, source vs target,
     listed by member and permission code), report_recipients (against I(allowed_domains)), query_times
     (each query under its limit on the target) and security (no plaintext credential, only password hashes).
@@ -18,7 +19,7 @@ options:
   checks: {description: Checks to run., type: list, elements: str, default: [access_control, report_recipients, query_times, security]}
   permissions_query: {description: "SQL returning (member, permission code): every member's effective permissions.", type: str, default: ""}
   recipients_query: {description: "SQL returning (report, recipient address).", type: str, default: ""}
-  allowed_domains: {description: Recipient domains the target environment allows (empty: not checked)., type: list, elements: str, default: []}
+  allowed_domains: {description: "Recipient domains the target environment allows (empty: not checked).", type: list, elements: str, default: []}
   queries: {description: "Queries timed on the target: list of {name, sql, limit_seconds}.", type: list, elements: dict, default: []}
   query_limit_seconds: {description: A query's limit when it sets none., type: float, default: 5.0}
   encrypted_columns: {description: "Columns that must hold ciphertext: list of {table, column, key}.", type: list, elements: dict, default: []}
@@ -26,9 +27,6 @@ options:
   harden_credentials: {description: Encrypt plaintext values of I(encrypted_columns) (bytea) with I(credentials_key)., type: bool, default: false}
   credentials_key: {description: The pgcrypto key (from ansible-vault)., type: str, default: ""}
   harden_passwords: {description: Replace plaintext values of I(password_hash_columns) by bcrypt hashes., type: bool, default: false}
-  pgaudit: {description: Enable pgaudit on the target (self-managed servers only)., type: bool, default: false}
-  pgaudit_log: {description: pgaudit.log classes., type: list, elements: str, default: [read, write, role, ddl]}
-  pgaudit_settings: {description: Other pgaudit settings (name to value)., type: dict, default: {}}
   fail_on_failure: {description: Fail the task when a check fails., type: bool, default: true}
 author: pgmigrate maintainers
 """
@@ -45,7 +43,6 @@ RETURN = r"""
 status: {description: pass or fail., returned: always, type: str}
 checks: {description: Each check with its items., returned: always, type: list}
 hardening: {description: Each hardening step's item (changed, rows named by key, detail)., returned: always, type: list}
-restart_needed: {description: pgaudit was added to shared_preload_libraries and PostgreSQL must restart., returned: always, type: bool}
 """
 
 import traceback
@@ -64,14 +61,14 @@ except ImportError:
 
 
 def harden(p, target, check_mode):
-    items, restart = [], False
-    if not (p["harden_credentials"] or p["harden_passwords"] or p["pgaudit"]):
-        return items, restart
+    items = []
+    if not (p["harden_credentials"] or p["harden_passwords"]):
+        return items
     try:
         conn = connect(target, application_name="pgmigrate-post-checks")
     except psycopg2.Error as error:
         return [{"name": "hardening", "status": "fail", "changed": False,
-                 "detail": friendly_connect_error(error, target, "migration_target")}], False
+                 "detail": friendly_connect_error(error, target, "migration_target")}]
     try:
         if p["harden_credentials"]:
             items += [{"name": "encrypt_credentials", **i}
@@ -80,16 +77,13 @@ def harden(p, target, check_mode):
         if p["harden_passwords"]:
             items += [{"name": "hash_passwords", **i}
                       for i in post_checks.harden_passwords(conn, p["password_hash_columns"], check_mode)]
-        if p["pgaudit"]:
-            item, restart = post_checks.harden_pgaudit(conn, p["pgaudit_log"], p["pgaudit_settings"], check_mode)
-            items.append(item)
     except (psycopg2.Error, RuleError) as error:
         conn.rollback()
         items.append({"name": "hardening", "status": "fail", "changed": False,
                       "detail": f"hardening failed: {str(error).strip().splitlines()[0]}"})
     finally:
         conn.close()
-    return items, restart
+    return items
 
 
 def main():
@@ -109,9 +103,6 @@ def main():
             "harden_credentials": {"type": "bool", "default": False},
             "credentials_key": {"type": "str", "default": "", "no_log": True},
             "harden_passwords": {"type": "bool", "default": False},
-            "pgaudit": {"type": "bool", "default": False},
-            "pgaudit_log": {"type": "list", "elements": "str", "default": ["read", "write", "role", "ddl"]},
-            "pgaudit_settings": {"type": "dict", "default": {}},
             "fail_on_failure": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
@@ -124,7 +115,7 @@ def main():
         module.fail_json(msg=f"unknown checks: {', '.join(sorted(unknown))}")
     target = clean_connection(p["target"])
     source = clean_connection(p["source"]) if p["source"] else None
-    hardening, restart = harden(p, target, module.check_mode)
+    hardening = harden(p, target, module.check_mode)
     checks = []
     if "access_control" in p["checks"]:
         if not source or not p["permissions_query"]:
@@ -139,7 +130,7 @@ def main():
     failed_hardening = [i for i in hardening if i["status"] == "fail"]
     status = "fail" if failed_hardening or any(c["status"] == "fail" for c in checks) else "pass"
     outcome = {"changed": any(i.get("changed") for i in hardening), "status": status, "checks": checks,
-               "hardening": hardening, "restart_needed": restart}
+               "hardening": hardening}
     if status == "fail":
         parts = [post_checks.failure_message(checks)] if any(c["status"] == "fail" for c in checks) else []
         parts += [f"hardening: {i['detail']}" for i in failed_hardening]

@@ -67,8 +67,10 @@ GALAXY = {
         "validation, backups, zero-downtime replication, cutover and rollback (modules, roles and playbooks)."
     ),
     "tags": ["postgresql", "database", "migration", "backup"],
-    # The one collection the roles use besides ansible.builtin (the community.general.filetree lookup).
-    "dependencies": {"community.general": "*"},
+    # The collections the roles use besides ansible.builtin: the community.general.filetree lookup, and
+    # community.postgresql's postgresql_query, postgresql_alter_system (3.13.0 on) and postgresql_ext
+    # (roles post_checks and extensions).
+    "dependencies": {"community.general": "*", "community.postgresql": ">=3.13.0"},
     "build_ignore": ["*.pyc", "__pycache__", "*.retry", ".pytest_cache"],
 }
 

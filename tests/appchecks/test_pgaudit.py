@@ -35,7 +35,7 @@ def cluster():
     server.destroy()
 
 
-def run_post_checks(inventory, tmp_path, **more):
+def run_post_checks(inventory, tmp_path, options=(), **more):
     extra = tmp_path / "pgaudit.json"
     extra.write_text(json.dumps({**more,
         "post_checks_pgaudit": True, "post_checks_target_self_managed": True,
@@ -44,8 +44,8 @@ def run_post_checks(inventory, tmp_path, **more):
         # The audit trail only: the CDP data's other checks are covered by tests/appchecks/test_post_checks.py.
         "post_checks_database_checks": ["access_control"],
         "post_checks_report_dir": str(tmp_path / "reports")}))
-    return subprocess.run([ANSIBLE_PLAYBOOK, "playbooks/post_checks.yml", "-i", str(inventory), "-e", f"@{extra}"],
-                          cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run([ANSIBLE_PLAYBOOK, "playbooks/post_checks.yml", "-i", str(inventory), "-e", f"@{extra}",
+                           *options], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300, check=False)
 
 
 def hardening_of_latest_report(tmp_path):
@@ -59,6 +59,13 @@ def test_pgaudit_is_enabled_in_two_runs_around_a_restart_audits_reads_and_writes
     generate.load(src, 0.01)
     generate.load(dst, 0.01)
     inventory = write_inventory(tmp_path, src, dst, {"migration_profile": "cdp"})
+
+    # --check says what it would do and does nothing.
+    auto_conf = (cluster.data / "postgresql.auto.conf").read_text()
+    checked = run_post_checks(inventory, tmp_path, options=["--check"])
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    assert "would add pgaudit to shared_preload_libraries" in checked.stdout, checked.stdout[-3000:]
+    assert (cluster.data / "postgresql.auto.conf").read_text() == auto_conf
 
     first = run_post_checks(inventory, tmp_path)
     assert first.returncode != 0, first.stdout[-3000:]
@@ -74,8 +81,9 @@ def test_pgaudit_is_enabled_in_two_runs_around_a_restart_audits_reads_and_writes
     assert item["status"] == "pass" and item["changed"], item
     assert "CREATE EXTENSION pgaudit" in item["detail"] and "pgaudit.log = read,write,ddl" in item["detail"]
     assert query(dst, "SELECT extname FROM pg_extension WHERE extname = 'pgaudit'") == [("pgaudit",)]
+    # postgresql_alter_system passes a list as one, which PostgreSQL shows as 'a, b'.
     assert query(dst, "SELECT current_setting('pgaudit.log'), current_setting('pgaudit.log_relation')") == [
-        ("read,write,ddl", "on")]
+        ("read, write, ddl", "on")]
 
     # The audit trail: a read and a write of the target's tables appear in the server's log as AUDIT lines.
     query(dst, "SELECT count(*) FROM public.team /* audited read */")

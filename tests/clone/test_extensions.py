@@ -3,6 +3,7 @@ the embedded servers: created at the source's version; a version or an extension
 not offer and a login without the right are clear errors that create nothing."""
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -54,6 +55,13 @@ def limited_login(target_server, db_pair):
 def test_the_plans_and_the_sources_extensions_are_created_at_the_sources_versions(db_pair, tmp_path):
     src, dst = db_pair
     run_sql(src, "CREATE SCHEMA ext; CREATE EXTENSION hstore VERSION '1.4'; CREATE EXTENSION citext SCHEMA ext")
+    # --check: the plan, and postgresql_ext saying what it would create, and nothing created.
+    checked = prepare_target(tmp_path, src, dst, "--check", extra=CDP_PROFILE)
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    assert "hstore: source 1.4 in public; target available 1.8; create" in checked.stdout
+    assert re.search(r"changed: \[localhost\] => \(item=hstore 1\.4 in public\)", checked.stdout), \
+        checked.stdout[-3000:]
+    assert installed(dst) == []
     result = prepare_target(tmp_path, src, dst, extra=CDP_PROFILE)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "hstore: source 1.4 in public; target available 1.8; create" in result.stdout

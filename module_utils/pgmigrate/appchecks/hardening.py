@@ -1,4 +1,5 @@
-"""The plan's security hardening, idempotent: credentials encrypted, passwords hashed, pgaudit on."""
+"""The plan's security hardening, idempotent: credentials encrypted, passwords hashed. (pgaudit is enabled by
+roles/post_checks/tasks/pgaudit.yml with community.postgresql's postgresql_alter_system and postgresql_ext.)"""
 
 
 from psycopg2 import sql
@@ -92,56 +93,3 @@ def harden_passwords(conn, rules, check_mode=False):
                       "detail": (f"{where}: {verb} {len(labels)} plaintext passwords with bcrypt: {'; '.join(labels)}"
                                  if labels else f"{where}: every value is a password hash, nothing to hash")})
     return items
-
-
-def harden_pgaudit(conn, log_classes, extra_settings=None, check_mode=False):
-    """pgaudit on a self-managed target: the library preloaded (shared_preload_libraries, needs a restart),
-    the extension created, pgaudit.log and the other settings set with ALTER SYSTEM and reloaded.
-
-    Returns (item, restart_needed). Fails clearly when the server has no pgaudit library (package
-    postgresql-<major>-pgaudit) or the login may not ALTER SYSTEM."""
-    settings = {"pgaudit.log": ",".join(log_classes) if isinstance(log_classes, list) else str(log_classes)}
-    settings.update({str(k): str(v) for k, v in (extra_settings or {}).items()})
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT current_setting('server_version_num')::int / 10000, "
-                    "EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgaudit'), "
-                    "current_setting('shared_preload_libraries'), "
-                    "EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pgaudit')")
-        major, available, preload, created = cur.fetchone()
-    libraries = [lib.strip() for lib in preload.split(",") if lib.strip()]
-    base = {"table": None, "name": "pgaudit"}
-    if not available:
-        return {**base, "status": "fail", "changed": False, "detail": (
-            f"pgaudit is not installed on the target server (PostgreSQL {major}): install the Debian package "
-            f"postgresql-{major}-pgaudit there (post_checks_pgaudit_install_package on the database host), "
-            "then rerun")}, False
-    changes = []
-    if "pgaudit" not in libraries:
-        changes.append("shared_preload_libraries += pgaudit (restart needed)")
-        if not check_mode:
-            with conn.cursor() as cur:
-                cur.execute("ALTER SYSTEM SET shared_preload_libraries = %s", (",".join([*libraries, "pgaudit"]),))
-        return {**base, "status": "pass", "changed": True, "restart_needed": True, "detail": (
-            "pgaudit: " + ("would add" if check_mode else "added") + " pgaudit to shared_preload_libraries; "
-            "PostgreSQL must restart before the extension and its settings take effect")}, True
-    if not created:
-        changes.append("CREATE EXTENSION pgaudit")
-        if not check_mode:
-            with conn.cursor() as cur:
-                cur.execute("CREATE EXTENSION IF NOT EXISTS pgaudit")
-    with conn.cursor() as cur:
-        for name, value in settings.items():
-            cur.execute("SELECT setting FROM pg_settings WHERE name = %s", (name,))
-            row = cur.fetchone()
-            if row is None or row[0] != value:
-                changes.append(f"{name} = {value}")
-                if not check_mode:
-                    cur.execute(sql.SQL("ALTER SYSTEM SET {} = %s").format(sql.Identifier(*name.split("."))),
-                                (value,))
-        if changes and not check_mode:
-            cur.execute("SELECT pg_reload_conf()")
-    verb = "would apply" if check_mode else "applied"
-    return {**base, "status": "pass", "changed": bool(changes), "restart_needed": False, "detail": (
-        f"pgaudit: {verb} {'; '.join(changes)}" if changes else
-        f"pgaudit: preloaded, extension created, {', '.join(f'{k} = {v}' for k, v in settings.items())}")}, False

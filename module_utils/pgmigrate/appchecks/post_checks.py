@@ -11,7 +11,8 @@ member and permission code, the report and recipient, the integration.
   code) on the source and on the target, the differences listed per member;
 * check_recipients: the scheduled reports' recipients against the target environment's allowed domains;
 * check_query_times: the checked queries on the target under their limit;
-* harden_credentials / harden_passwords / harden_pgaudit: the plan's security hardening, idempotent;
+* harden_credentials / harden_passwords: the plan's security hardening, idempotent (pgaudit: the role's
+  tasks, with community.postgresql's postgresql_alter_system and postgresql_ext);
 * watch_error_log: new lines matching a pattern in a log file (and/or a systemd journal) for a window.
 
 Secrets (the credentials key, passwords in request bodies) are passed as query parameters or substituted
@@ -31,7 +32,7 @@ from .database_checks import (
     effective_permissions,
 )
 from .error_logs import mark_error_logs, watch_error_log
-from .hardening import harden_credentials, harden_passwords, harden_pgaudit
+from .hardening import harden_credentials, harden_passwords
 from .web_checks import http_checks, json_subset, run_http_check, substitute
 
 
@@ -55,7 +56,6 @@ __all__ = [
     "failure_message",
     "harden_credentials",
     "harden_passwords",
-    "harden_pgaudit",
     "http_checks",
     "json_subset",
     "mark_error_logs",

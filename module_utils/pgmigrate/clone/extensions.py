@@ -6,11 +6,10 @@ out instead (common/extension_substitutes.py). For each, the
 target server must offer it (pg_available_extension_versions) at the source's version, and the target's
 login must have the right to create it (a superuser, or a trusted extension and CREATE on the
 database). Everything is checked before anything is created, so a missing package or right is a clear
-error that changes nothing. What is missing is then created at the source's version, in the source's
-schema when the target has it (else the schema copy creates it with the schema).
+error that changes nothing. What is missing is then planned at the source's version, in the source's
+schema when the target has it (else the schema copy creates it with the schema); the role extensions
+creates it with community.postgresql.postgresql_ext.
 """
-
-from psycopg2 import sql
 
 from ..common.errors import PgmigrateError
 
@@ -115,23 +114,6 @@ def plan(needed, target_conn, substitutes=None):
 
 def problems(entries):
     return [e["problem"] for e in entries if e["problem"]]
-
-
-def apply(entries, target_conn):
-    """Create the extensions the plan says to create, in one transaction; returns their names."""
-    created = []
-    with target_conn.cursor() as cur:
-        for entry in entries:
-            if entry["action"] != "create":
-                continue
-            statement = sql.SQL("CREATE EXTENSION IF NOT EXISTS {} VERSION {}").format(
-                sql.Identifier(entry["name"]), sql.Literal(entry["version"]))
-            if entry.get("schema"):
-                statement += sql.SQL(" SCHEMA {}").format(sql.Identifier(entry["schema"]))
-            cur.execute(statement)
-            created.append(entry["name"])
-    target_conn.commit()
-    return created
 
 
 def report_lines(entries):
