@@ -263,13 +263,17 @@ class ReceiverHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def receiver():
-    server = Receiver()
+def serving(server):
+    """A fixture's body: the HTTP server answering on its own thread for the test, then closed."""
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    yield from serving(Receiver())
 
 
 def awx_like_inventory(tmp_path, webhook_url):
@@ -563,11 +567,7 @@ class FakeControllerHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def controller():
-    server = FakeController()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    yield from serving(FakeController())
 
 
 @pytest.mark.slow
