@@ -46,8 +46,10 @@ for tool in podman debootstrap tar gzip; do
 done
 
 mkdir -p "$CACHE_DIR"
-# One build at a time on this machine; a second caller finds the image made by the first.
-exec 9>"$CACHE_DIR/.lock"
+# One build at a time on this machine, from any checkout (they share podman's image): a second caller finds
+# the image made by the first.
+lock_file="/tmp/pgmigrate-test-image-$(id -u).lock"
+exec 9>>"$lock_file"
 flock 9
 
 if $rebuild; then

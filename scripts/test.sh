@@ -21,4 +21,4 @@ ansible-lint --profile production -q --nocolor
 say "pytest"
 pytest "$@"
 say "molecule test --all (systemd hosts on podman; the test image is built once by scripts/build_test_image.sh)"
-molecule test --all
+scripts/molecule.sh test --all

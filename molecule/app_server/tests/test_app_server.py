@@ -10,20 +10,25 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+
+from scenario import dbname, port  # noqa: E402
+
 STEP_FILE = "/var/lib/molecule-step"
-APP = "http://127.0.0.1:28000"
-SITE = "http://127.0.0.1:28080"
+APP = f"http://127.0.0.1:{port(28000)}"
+SITE = f"http://127.0.0.1:{port(28080)}"
 ENV_FILE = "/etc/cdp/cdp.env"
 WORKER_LOG = "/var/log/cdp/worker.log"
 STATE_FILE = "/var/lib/cdp-maintenance/state.json"
 CRON_FILE = "/etc/cron.d/cdp-report"
-DBNAME = "cdp_molecule_app"
-APP_ROLE = "cdp_molecule_app"
+DBNAME = dbname("cdp_molecule_app")
+APP_ROLE = dbname("cdp_molecule_app")
 SOURCE_PORT = int(os.environ.get("PGM_SOURCE_PORT", "55432"))
 TARGET_PORT = int(os.environ.get("PGM_TARGET_PORT", "55433"))
 
@@ -113,7 +118,7 @@ def test_application_answers_directly(host, step):
 def test_env_file_is_root_only_and_password_never_on_a_command_line(host):
     env = host.file(ENV_FILE)
     assert (env.user, env.group, env.mode) == ("root", "root", 0o600)
-    password = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], f"{APP_ROLE}.password").read_text().strip()
+    password = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "cdp_molecule_app.password").read_text().strip()
     assert password in env.content_string
     assert password not in host.check_output("ps -eww -o args")
     for unit in ("cdp-web", "cdp-worker", "cdp-report"):

@@ -22,13 +22,13 @@ import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 
-from scenario import ENV_FILE, EPHEMERAL, SECRETS, SOURCE_PORT, TARGET_PORT, http_get  # noqa: E402
+from scenario import ENV_FILE, EPHEMERAL, SECRETS, SOURCE_PORT, TARGET_PORT, dbname, http_get, instance, port  # noqa: E402
 from scenario import server as embedded_server  # noqa: E402
 
-DBNAME = "cdp_molecule_blue_green"
-APP1, APP2 = "pgmigrate-bg-app1", "pgmigrate-bg-app2"
-PORTS = {APP1: 28400, APP2: 28401}
-SITES = {APP1: 28480, APP2: 28481}
+DBNAME = dbname("cdp_molecule_blue_green")
+APP1, APP2 = instance("pgmigrate-bg-app1"), instance("pgmigrate-bg-app2")
+PORTS = {APP1: port(28400), APP2: port(28401)}
+SITES = {APP1: port(28480), APP2: port(28481)}
 RUNS = ("1-second-wave-fails", "2-abort", "3-canary-fails", "4-abort", "5-cutover")
 
 

@@ -11,12 +11,13 @@ import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 
-from scenario import EPHEMERAL, migrate_output  # noqa: E402
+from scenario import EPHEMERAL, dbname, instance, migrate_output, port  # noqa: E402
 
 import dbcompare  # noqa: E402
 
-DBNAME = "cdp_molecule_dbhosts"
-HOSTS = {"source": ("pgmigrate-db-source", 25432), "target": ("pgmigrate-db-target", 25433)}
+DBNAME = dbname("cdp_molecule_dbhosts")
+HOSTS = {"source": (instance("pgmigrate-db-source"), port(25432)),
+         "target": (instance("pgmigrate-db-target"), port(25433))}
 
 
 def server(name):
@@ -82,10 +83,10 @@ def test_the_post_checks_enabled_pgaudit_on_the_target_host_only(run_output):
     def psql(host, port, sql):
         return host.check_output(f"runuser -u postgres -- psql -p {port} -d {DBNAME} -Atc \"{sql}\"")
 
-    assert psql(target, 25433, "SHOW shared_preload_libraries") == "pgaudit"
-    assert psql(target, 25433, "SELECT extname FROM pg_extension WHERE extname = 'pgaudit'") == "pgaudit"
-    assert psql(target, 25433, "SHOW pgaudit.log") == "read,write,ddl"
-    assert psql(source, 25432, "SHOW shared_preload_libraries") == ""
+    assert psql(target, HOSTS["target"][1], "SHOW shared_preload_libraries") == "pgaudit"
+    assert psql(target, HOSTS["target"][1], "SELECT extname FROM pg_extension WHERE extname = 'pgaudit'") == "pgaudit"
+    assert psql(target, HOSTS["target"][1], "SHOW pgaudit.log") == "read, write, ddl"
+    assert psql(source, HOSTS["source"][1], "SHOW shared_preload_libraries") == ""
 
 
 def test_reads_on_the_target_leave_an_audit_trail():

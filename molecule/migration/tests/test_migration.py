@@ -22,16 +22,29 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 
-from scenario import ENV_FILE, EPHEMERAL, PROJECT, SECRETS, SOURCE_PORT, TARGET_PORT, http_get, migrate_output  # noqa: E402
+from scenario import (  # noqa: E402
+    ENV_FILE,
+    EPHEMERAL,
+    PROJECT,
+    SECRETS,
+    SOURCE_PORT,
+    TARGET_PORT,
+    dbname,
+    http_get,
+    instance,
+    migrate_output,
+    port,
+)
 from scenario import server as embedded_server  # noqa: E402
 
 import dbcompare  # noqa: E402
 
-APP = "http://127.0.0.1:28100"
-SITE = "http://127.0.0.1:28180"
-DBNAME = "cdp_molecule_migration"
-PROMETHEUS = "http://127.0.0.1:29090"
-EXPORTER = "http://127.0.0.1:29187"
+APP = f"http://127.0.0.1:{port(28100)}"
+SITE = f"http://127.0.0.1:{port(28180)}"
+DBNAME = dbname("cdp_molecule_migration")
+PROMETHEUS = f"http://127.0.0.1:{port(29090)}"
+EXPORTER = f"http://127.0.0.1:{port(29187)}"
+APP_HOST, MONITOR_HOST = instance("pgmigrate-migration-app"), instance("pgmigrate-migration-monitor")
 # What the stand-ins on the monitoring host recorded (prepare.yml), one JSON line each.
 SMTP_SINK_RECORD = "/var/lib/cdp-smtp-sink/messages.jsonl"
 RECEIVER_RECORD = "/var/lib/cdp-integration-receiver/received.jsonl"
@@ -48,12 +61,12 @@ REVERSE_WINDOW_ALERTS = {"PgmigrateReverseReplicationLagging", "PgmigrateReverse
 
 @pytest.fixture(scope="module")
 def app():
-    return testinfra.get_host("podman://pgmigrate-migration-app")
+    return testinfra.get_host(f"podman://{APP_HOST}")
 
 
 @pytest.fixture(scope="module")
 def monitor():
-    return testinfra.get_host("podman://pgmigrate-migration-monitor")
+    return testinfra.get_host(f"podman://{MONITOR_HOST}")
 
 
 def server(name):
@@ -74,7 +87,7 @@ def test_every_phase_ran_and_the_run_succeeded(run_output):
     # The 21 CDP tables and the two the alerts read (login_attempts, integration_calls).
     assert "Copy complete: 23 tables" in run_output
     assert "The migration was rolled back" not in run_output
-    assert re.search(r"pgmigrate-migration-app\s+: ok=\d+ +changed=\d+ +unreachable=0 +failed=0", run_output)
+    assert re.search(re.escape(APP_HOST) + r"\s+: ok=\d+ +changed=\d+ +unreachable=0 +failed=0", run_output)
 
 
 def test_database_url_points_at_the_target_and_the_previous_one_is_kept(app):
@@ -225,9 +238,9 @@ def rows_added_by_the_post_checks(table, columns):
 def test_the_application_host_has_its_outward_connections_and_the_key_stays_secret(app, credentials_key):
     env = app.file(ENV_FILE)
     assert env.mode == 0o600 and env.user == "root"
-    for line in ("CDP_AMPLITUDE_URL=http://127.0.0.1:29380/amplitude/cohorts",
-                 "CDP_BRAZE_URL=http://127.0.0.1:29380/braze/segments",
-                 "CDP_SMTP_HOST=127.0.0.1", "CDP_SMTP_PORT=29325", "CDP_ERROR_LOG=/var/log/cdp/errors.log"):
+    for line in (f"CDP_AMPLITUDE_URL=http://127.0.0.1:{port(29380)}/amplitude/cohorts",
+                 f"CDP_BRAZE_URL=http://127.0.0.1:{port(29380)}/braze/segments",
+                 "CDP_SMTP_HOST=127.0.0.1", f"CDP_SMTP_PORT={port(29325)}", "CDP_ERROR_LOG=/var/log/cdp/errors.log"):
         assert line in env.content_string.splitlines()
     assert credentials_key not in app.check_output("ps -eo args")
     assert app.file("/var/log/cdp/errors.log").user == "cdp"
@@ -238,7 +251,7 @@ def test_the_post_checks_phase_passed_every_check(run_output):
     for check in ("access_control", "report_recipients", "query_times", "functional", "page_load", "error_log"):
         assert f'"PASS | {check} | ' in run_output, check
     database = post_checks_report("localhost")
-    application = post_checks_report("pgmigrate-migration-app")
+    application = post_checks_report(APP_HOST)
     for report in (database, application):
         assert report["status"] == "pass" and report["failures"] == [], report["failures"]
     assert {c["name"]: c["status"] for c in database["checks"]} == {
@@ -249,7 +262,7 @@ def test_the_post_checks_phase_passed_every_check(run_output):
 
 
 def test_every_functional_check_passed_with_its_page_load_under_three_seconds():
-    checks = {c["name"]: c for c in post_checks_report("pgmigrate-migration-app")["checks"]}
+    checks = {c["name"]: c for c in post_checks_report(APP_HOST)["checks"]}
     profile = yaml.safe_load((PROJECT / "group_vars" / "all" / "profile_cdp.yml").read_text())
     configured = profile["migration_profile_cdp"]
     names = [check["name"] for check in configured["post_checks_http_checks"]]
@@ -262,7 +275,7 @@ def test_every_functional_check_passed_with_its_page_load_under_three_seconds():
 
 
 def test_the_error_log_watch_read_the_applications_logs():
-    error_log = {c["name"]: c for c in post_checks_report("pgmigrate-migration-app")["checks"]}["error_log"]
+    error_log = {c["name"]: c for c in post_checks_report(APP_HOST)["checks"]}["error_log"]
     assert {i["log"] for i in error_log["items"]} == {
         "/var/log/cdp/worker.log", "/var/log/cdp/errors.log", "journal: cdp-web.service"}
     assert all(i["status"] == "pass" for i in error_log["items"]), error_log

@@ -11,14 +11,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 
-from scenario import ENV_FILE, EPHEMERAL, SOURCE_PORT, http_get, migrate_output  # noqa: E402
+from scenario import ENV_FILE, EPHEMERAL, SOURCE_PORT, dbname, http_get, migrate_output, port  # noqa: E402
 from scenario import server as embedded_server  # noqa: E402
 
 import dbcompare  # noqa: E402
 
-APP = "http://127.0.0.1:28200"
-SITE = "http://127.0.0.1:28280"
-DBNAME = "cdp_molecule_rollback"
+APP = f"http://127.0.0.1:{port(28200)}"
+SITE = f"http://127.0.0.1:{port(28280)}"
+DBNAME = dbname("cdp_molecule_rollback")
 
 
 def server(name):
