@@ -196,7 +196,7 @@ def test_interrupted_in_every_database_phase_then_rolled_back(older_target, tmp_
     assert interrupt_at_task(inventory, "backup : Back up from one snapshot, every kind of backup_kinds, verify and "
                              "point latest/ at it: target", first) != 0
     assert database_state(dst) == before  # the backup changes nothing
-    assert interrupt_at_task(inventory, "extensions : Check and create the extensions", second) != 0
+    assert interrupt_at_task(inventory, "extensions : Check the extensions the target needs", second) != 0
     assert interrupt_during_the_copy(inventory, tmp_path / "artifacts" / "progress.json", first) != 0
     assert interrupt_at_task(inventory, "validation : Validate the target against the source", second) != 0
     result = run_playbook(inventory)
