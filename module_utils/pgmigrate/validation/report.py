@@ -216,13 +216,6 @@ def render_markdown(result):
 # --- HTML ------------------------------------------------------------------------------------------------
 
 
-def _h(value):
-    """value escaped as the HTML report (Jinja2's autoescape, markupsafe) escapes text."""
-    from markupsafe import escape
-
-    return str(escape("" if value is None else str(value)))
-
-
 def render_html(result, copy_summary=None):
     """validation.html (reports/templates.py): the checks, a grid of every table's results and, given the
     copy's summary.json, the copy's phases and timelines."""
